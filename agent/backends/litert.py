@@ -1,0 +1,123 @@
+"""TFLite models on LiteRT (``ai_edge_litert``), falling back to ``tflite_runtime``.
+
+Zero-copy: the input is written through the interpreter's ``tensor()`` view and outputs
+are read through theirs. Those views must not outlive the next ``invoke()`` (the
+interpreter refuses to run while one is alive), so a fresh view is taken per frame.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from agent.backends.base import Backend, BackendOptions
+from agent.decoders.base import TensorInfo
+from agent.errors import BackendUnavailableError, ModelFileError
+
+log = logging.getLogger(__name__)
+
+_TFLITE_IDENTIFIER = b"TFL3"
+
+
+def _import_interpreter() -> tuple[Any, Callable[..., Any]]:
+    try:
+        from ai_edge_litert.interpreter import Interpreter, load_delegate
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter, load_delegate  # type: ignore[no-redef]
+        except ImportError:
+            raise BackendUnavailableError(
+                "no TFLite runtime installed: pip install ai-edge-litert (or tflite-runtime on Python 3.11 with numpy<2)"
+            ) from None
+        log.info("ai_edge_litert not found; using tflite_runtime")
+    return Interpreter, load_delegate
+
+
+def check_tflite_file(path: Path) -> None:
+    """Refuse files that are not TFLite flatbuffers before the runtime sees them."""
+    with path.open("rb") as fh:
+        head = fh.read(8)
+    if len(head) < 8 or head[4:8] != _TFLITE_IDENTIFIER:
+        raise ModelFileError(
+            f"{path} is not a TFLite model (file identifier {head[4:8]!r}, expected {_TFLITE_IDENTIFIER!r}); "
+            "the file is truncated, corrupt or of another format"
+        )
+
+
+def _info(detail: dict[str, Any]) -> TensorInfo:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    return TensorInfo(
+        name=str(detail["name"]),
+        shape=tuple(int(d) for d in detail["shape"]),
+        dtype=np.dtype(detail["dtype"]),
+        scale=float(scale),
+        zero_point=int(zero_point),
+    )
+
+
+class LiteRTBackend(Backend):
+    type_key: ClassVar[str] = "litert"
+    suffixes: ClassVar[tuple[str, ...]] = (".tflite",)
+
+    def __init__(self, model_path: Path, options: BackendOptions) -> None:
+        super().__init__(model_path, options)
+        check_tflite_file(model_path)
+        interpreter_cls, load_delegate = _import_interpreter()
+        delegates = self._load_delegates(load_delegate)
+        try:
+            self._interp = interpreter_cls(
+                model_path=str(model_path), num_threads=options.threads, experimental_delegates=delegates or None
+            )
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            if delegates:
+                log.warning("delegate %s failed on %s (%s); falling back to CPU", options.delegate, model_path, exc)
+                self.delegate_in_use = None
+                self._interp = interpreter_cls(model_path=str(model_path), num_threads=options.threads)
+                self._interp.allocate_tensors()
+            else:
+                raise ModelFileError(f"{model_path} cannot be loaded by LiteRT: {exc}") from None
+        in_details = self._interp.get_input_details()
+        if len(in_details) != 1:
+            raise ModelFileError(f"{model_path} has {len(in_details)} inputs; only single-image-input models are supported")
+        self._input = _info(in_details[0])
+        self._outputs = [_info(d) for d in self._interp.get_output_details()]
+        self._input_view = self._interp.tensor(in_details[0]["index"])
+        self._output_views = [self._interp.tensor(d["index"]) for d in self._interp.get_output_details()]
+
+    def _load_delegates(self, load_delegate: Callable[..., Any]) -> list[Any]:
+        if not self.options.delegate:
+            return []
+        try:
+            delegate = load_delegate(self.options.delegate, self.options.delegate_options or None)
+        except (ValueError, OSError, RuntimeError) as exc:
+            log.warning("cannot load delegate %s (%s); running %s on the CPU", self.options.delegate, exc, self.model_path)
+            return []
+        self.delegate_in_use = self.options.delegate
+        log.info("using delegate %s", self.options.delegate)
+        return [delegate]
+
+    @property
+    def input(self) -> TensorInfo:
+        return self._input
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        return self._outputs
+
+    def input_array(self) -> np.ndarray:
+        return self._input_view()  # type: ignore[no-any-return]
+
+    def invoke(self) -> None:
+        self._interp.invoke()
+
+    def output_arrays(self) -> list[np.ndarray]:
+        return [view() for view in self._output_views]
+
+    def close(self) -> None:
+        self._input_view = self._output_views = None  # type: ignore[assignment]
+        self._interp = None

@@ -1,0 +1,220 @@
+"""Frame -> model input, written in place into the backend's input memory.
+
+Fast path (uint8 NHWC input whose quantization maps pixel values to themselves): the
+frame is resized straight into the input tensor and colour-swapped there. Every other
+input (float, int8, per-channel normalization, NCHW) goes through one model-sized uint8
+scratch image, then a per-channel lookup table (normalization and quantization folded
+together) writes the final values into the input memory. Nothing frame-sized is
+allocated per frame; scratch buffers are allocated once per frame geometry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from agent.decoders.base import TensorInfo
+from agent.errors import ManifestError
+from agent.manifest import ColorOrder, InputSpec, Layout, ResizeMode
+from agent.sources.base import PixelFormat
+
+
+@dataclass(frozen=True, slots=True)
+class Letterbox:
+    """Where a frame lands inside the model input, and the way back."""
+
+    frame_w: int
+    frame_h: int
+    input_w: int
+    input_h: int
+    scale_x: float
+    scale_y: float
+    pad_x: int
+    pad_y: int
+    inner_w: int
+    inner_h: int
+
+    @classmethod
+    def fit(cls, frame_w: int, frame_h: int, input_w: int, input_h: int, mode: ResizeMode) -> Letterbox:
+        if mode is ResizeMode.stretch:
+            return cls(frame_w, frame_h, input_w, input_h, input_w / frame_w, input_h / frame_h, 0, 0, input_w, input_h)
+        scale = min(input_w / frame_w, input_h / frame_h)
+        inner_w = min(input_w, max(1, round(frame_w * scale)))
+        inner_h = min(input_h, max(1, round(frame_h * scale)))
+        pad_x, pad_y = (input_w - inner_w) // 2, (input_h - inner_h) // 2
+        return cls(frame_w, frame_h, input_w, input_h, inner_w / frame_w, inner_h / frame_h, pad_x, pad_y, inner_w, inner_h)
+
+    def input_norm_to_frame(self, boxes: np.ndarray) -> np.ndarray:
+        """(K,4) x1,y1,x2,y2 in 0..1 of the model input -> frame pixels, clipped to the frame."""
+        out = np.empty_like(boxes, dtype=np.float32)
+        out[:, 0::2] = (boxes[:, 0::2] * self.input_w - self.pad_x) / self.scale_x
+        out[:, 1::2] = (boxes[:, 1::2] * self.input_h - self.pad_y) / self.scale_y
+        np.clip(out[:, 0::2], 0, self.frame_w, out=out[:, 0::2])
+        np.clip(out[:, 1::2], 0, self.frame_h, out=out[:, 1::2])
+        return out
+
+    def frame_to_input_norm(self, boxes: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`input_norm_to_frame` (without clipping)."""
+        out = np.empty_like(boxes, dtype=np.float32)
+        out[:, 0::2] = (boxes[:, 0::2] * self.scale_x + self.pad_x) / self.input_w
+        out[:, 1::2] = (boxes[:, 1::2] * self.scale_y + self.pad_y) / self.input_h
+        return out
+
+
+_TO_RGB = {PixelFormat.BGR: cv2.COLOR_BGR2RGB, PixelFormat.GRAY: cv2.COLOR_GRAY2RGB, PixelFormat.YUV420: cv2.COLOR_YUV2RGB_I420}
+_TO_BGR = {PixelFormat.RGB: cv2.COLOR_RGB2BGR, PixelFormat.GRAY: cv2.COLOR_GRAY2BGR, PixelFormat.YUV420: cv2.COLOR_YUV2BGR_I420}
+_TO_GRAY = {PixelFormat.BGR: cv2.COLOR_BGR2GRAY, PixelFormat.RGB: cv2.COLOR_RGB2GRAY}
+
+
+def _color_code(src: PixelFormat, dst: ColorOrder) -> int | None:
+    if dst is ColorOrder.RGB:
+        return None if src is PixelFormat.RGB else _TO_RGB[src]
+    if dst is ColorOrder.BGR:
+        return None if src is PixelFormat.BGR else _TO_BGR[src]
+    if src is PixelFormat.GRAY:
+        return None
+    if src is PixelFormat.YUV420:
+        return -1  # the Y plane is the grey image: slice, don't convert
+    return _TO_GRAY[src]
+
+
+class Preprocessor:
+    """Writes frames into a model input array per the manifest's :class:`InputSpec`."""
+
+    def __init__(self, spec: InputSpec, tensor: TensorInfo) -> None:
+        self.spec = spec
+        self.tensor = tensor
+        expected = spec.tensor_shape()
+        if tuple(tensor.shape) != expected:
+            raise ManifestError(
+                f"manifest input {spec.width}x{spec.height} {spec.layout.value} {spec.color.value} means tensor shape "
+                f"{list(expected)}, but the model's input {tensor.name!r} has shape {list(tensor.shape)}"
+            )
+        if tensor.dtype != np.dtype(spec.dtype.value):
+            raise ManifestError(
+                f"manifest input dtype {spec.dtype.value} does not match the model's input {tensor.name!r} ({tensor.dtype})"
+            )
+        self.channels = spec.channels
+        self._lut = self._build_lut()
+        self._channel_luts = (
+            [np.ascontiguousarray(self._lut[:, :, c]) for c in range(self.channels)] if self._lut is not None else []
+        )
+        self._direct = (
+            spec.layout is Layout.NHWC and tensor.dtype == np.uint8 and self._lut is None
+        )
+        self._geometry: Letterbox | None = None
+        self._key: tuple[int, int, PixelFormat] | None = None
+        self._scratch: np.ndarray | None = None  # model-sized uint8, colour order of the model
+        self._convert_buf: np.ndarray | None = None  # frame-sized, only when a conversion must precede the resize
+        self._planes: list[np.ndarray] = []
+
+    def _build_lut(self) -> np.ndarray | None:
+        """(1, 256, C) table: pixel value -> final input value (normalized, then quantized)."""
+        pixels = np.arange(256, dtype=np.float64)
+        mean = np.resize(np.asarray(self.spec.normalization.mean, np.float64), self.channels)
+        std = np.resize(np.asarray(self.spec.normalization.std, np.float64), self.channels)
+        values = (pixels[:, None] - mean[None, :]) / std[None, :]
+        dtype = self.tensor.dtype
+        if dtype == np.float32:
+            return values.astype(np.float32)[None]
+        info = np.iinfo(dtype)
+        if self.tensor.scale:
+            values = np.round(values / self.tensor.scale + self.tensor.zero_point)
+        else:  # an integer input without quantization parameters takes raw pixels
+            values = pixels[:, None].repeat(self.channels, 1) + (0 if dtype == np.uint8 else -128)
+        table = np.clip(values, info.min, info.max).astype(dtype)[None]
+        if dtype == np.uint8 and np.array_equal(table[0], np.arange(256)[:, None].repeat(self.channels, 1)):
+            return None  # identity: raw camera bytes are already the input
+        return table
+
+    @property
+    def geometry(self) -> Letterbox | None:
+        return self._geometry
+
+    def _prepare(self, width: int, height: int, fmt: PixelFormat) -> None:
+        self._key = (width, height, fmt)
+        self._geometry = Letterbox.fit(width, height, self.spec.width, self.spec.height, self.spec.resize)
+        shape = (self.spec.height, self.spec.width) + ((self.channels,) if self.channels > 1 else ())
+        self._scratch = np.full(shape, self.spec.pad_value, np.uint8)
+        needs_resize = (width, height) != (self.spec.width, self.spec.height)
+        self._convert_buf = None
+        if fmt is PixelFormat.YUV420 and needs_resize and self.channels == 3:
+            self._convert_buf = np.empty((height, width, 3), np.uint8)
+        elif self.channels == 1 and fmt in (PixelFormat.BGR, PixelFormat.RGB):
+            self._convert_buf = np.empty((height, width), np.uint8)
+        if self.channels > 1:
+            self._planes = [np.empty(shape[:2], np.uint8) for _ in range(self.channels)]
+
+    def write(self, frame_image: np.ndarray, fmt: PixelFormat, width: int, height: int, dst: np.ndarray) -> Letterbox:
+        """Preprocess one frame into ``dst`` (the backend's input array); return its geometry."""
+        if self._key != (width, height, fmt):
+            self._prepare(width, height, fmt)
+        geo = self._geometry
+        assert geo is not None and self._scratch is not None
+        if self._direct:
+            target = dst[0]
+            _fill_padding(target, geo, self.spec.pad_value)
+        else:
+            target = self._scratch
+        roi = target[geo.pad_y : geo.pad_y + geo.inner_h, geo.pad_x : geo.pad_x + geo.inner_w]
+        self._resize_convert(frame_image, fmt, roi, geo)
+        if not self._direct:
+            self._finish(dst)
+        return geo
+
+    def _resize_convert(self, image: np.ndarray, fmt: PixelFormat, roi: np.ndarray, geo: Letterbox) -> None:
+        code = _color_code(fmt, self.spec.color)
+        same_size = (geo.inner_w, geo.inner_h) == (geo.frame_w, geo.frame_h)
+        if code == -1:  # grey model, YUV frame: the Y plane
+            image, code = image[: geo.frame_h, : geo.frame_w], None
+        if fmt is PixelFormat.YUV420 and code is not None:
+            # colour conversion must see the whole I420 buffer; resize afterwards if needed
+            if same_size:
+                cv2.cvtColor(image, code, dst=roi)
+                return
+            assert self._convert_buf is not None
+            cv2.cvtColor(image, code, dst=self._convert_buf)
+            cv2.resize(self._convert_buf, (geo.inner_w, geo.inner_h), dst=roi, interpolation=cv2.INTER_LINEAR)
+            return
+        if code is not None and self.channels == 1:
+            # to grey before resizing: smaller, and a 3->1 channel resize is impossible in place
+            grey = cv2.cvtColor(image, code, dst=self._convert_buf)
+            cv2.resize(grey, (geo.inner_w, geo.inner_h), dst=roi, interpolation=cv2.INTER_LINEAR)
+            return
+        if same_size:
+            np.copyto(roi, image)  # cv2.resize would copy too, at a cost
+        else:
+            cv2.resize(image, (geo.inner_w, geo.inner_h), dst=roi, interpolation=cv2.INTER_LINEAR)
+        if code is not None:
+            cv2.cvtColor(roi, code, dst=roi)
+
+    def _finish(self, dst: np.ndarray) -> None:
+        """Scratch (uint8, HWC) -> final values in ``dst`` through the lookup table."""
+        scratch, lut = self._scratch, self._lut
+        assert scratch is not None
+        if self.spec.layout is Layout.NHWC:
+            target = dst[0] if self.channels > 1 else dst[0, :, :, 0]
+            if lut is None:
+                np.copyto(target, scratch)
+            else:
+                cv2.LUT(scratch, lut if self.channels > 1 else self._channel_luts[0], dst=target)
+            return
+        if self.channels > 1:
+            cv2.split(scratch, self._planes)  # HWC -> planes, into preallocated arrays
+        for c, plane in enumerate(self._planes if self.channels > 1 else [scratch]):
+            if lut is None:
+                np.copyto(dst[0, c], plane)
+            else:
+                cv2.LUT(plane, self._channel_luts[c], dst=dst[0, c])
+
+
+def _fill_padding(target: np.ndarray, geo: Letterbox, value: int) -> None:
+    """Letterbox bands around the image; refilled each frame (the runtime may reuse the buffer)."""
+    if geo.pad_y:
+        target[: geo.pad_y] = value
+        target[geo.pad_y + geo.inner_h :] = value
+    if geo.pad_x:
+        target[:, : geo.pad_x] = value
+        target[:, geo.pad_x + geo.inner_w :] = value
