@@ -68,5 +68,13 @@ class Backend(ABC):
     def output_arrays(self) -> list[np.ndarray]:
         """The outputs of the last ``invoke()``, in ``outputs`` order; valid until the next one."""
 
+    @abstractmethod
+    def fork(self) -> Backend:
+        """A second execution context on the same model with its own input/output memory.
+
+        The pipeline alternates two contexts so one frame is preprocessed (into the other
+        context's input) and the previous one decoded while this one invokes.
+        """
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Free the runtime's resources."""

@@ -118,6 +118,10 @@ class LiteRTBackend(Backend):
     def output_arrays(self) -> list[np.ndarray]:
         return [view() for view in self._output_views]
 
+    def fork(self) -> LiteRTBackend:
+        # An interpreter's tensors are its own: a second context is a second interpreter.
+        return LiteRTBackend(self.model_path, self.options)
+
     def close(self) -> None:
         self._input_view = self._output_views = None  # type: ignore[assignment]
         self._interp = None

@@ -39,7 +39,7 @@ def _import_ort() -> Any:
     return onnxruntime
 
 
-def _static_shape(shape: list[Any], name: str, path: Path, fallback: tuple[int, ...] | None = None) -> tuple[int, ...] | None:
+def _static_shape(shape: list[Any], fallback: tuple[int, ...] | None = None) -> tuple[int, ...] | None:
     if all(isinstance(d, int) and d > 0 for d in shape):
         return tuple(int(d) for d in shape)
     return fallback
@@ -49,9 +49,20 @@ class OnnxRuntimeBackend(Backend):
     type_key: ClassVar[str] = "onnxruntime"
     suffixes: ClassVar[tuple[str, ...]] = (".onnx", ".ort")
 
-    def __init__(self, model_path: Path, options: BackendOptions, input_shape: tuple[int, ...] | None = None) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        options: BackendOptions,
+        input_shape: tuple[int, ...] | None = None,
+        session: Any = None,
+    ) -> None:
         super().__init__(model_path, options)
+        self._input_shape_hint = input_shape
         ort = _import_ort()
+        if session is not None:  # a fork: same session (weights loaded once), own buffers and binding
+            self._sess = session
+            self._bind(ort)
+            return
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = options.threads
         opts.inter_op_num_threads = 1
@@ -65,11 +76,15 @@ class OnnxRuntimeBackend(Backend):
             self._sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - ORT raises its own pybind exception types
             raise ModelFileError(f"{model_path} cannot be loaded by ONNX Runtime: {exc}") from None
+        self._bind(ort)
+
+    def _bind(self, ort: Any) -> None:
+        model_path, input_shape = self.model_path, self._input_shape_hint
         inputs = self._sess.get_inputs()
         if len(inputs) != 1:
             raise ModelFileError(f"{model_path} has {len(inputs)} inputs; only single-image-input models are supported")
         meta = inputs[0]
-        shape = _static_shape(meta.shape, meta.name, model_path, input_shape)
+        shape = _static_shape(meta.shape, input_shape)
         if shape is None:
             raise ModelFileError(
                 f"{model_path}: input {meta.name!r} has a dynamic shape {meta.shape}; give the input size in the manifest"
@@ -81,7 +96,7 @@ class OnnxRuntimeBackend(Backend):
         self._outputs: list[TensorInfo] = []
         self._output_bufs: list[np.ndarray | None] = []
         for out in self._sess.get_outputs():
-            out_shape = _static_shape(out.shape, out.name, model_path)
+            out_shape = _static_shape(out.shape)
             dtype = np.dtype(_ORT_TYPES.get(out.type, np.float32))
             self._outputs.append(TensorInfo(out.name, out_shape or tuple(-1 for _ in out.shape), dtype))
             if out_shape is None:
@@ -112,6 +127,9 @@ class OnnxRuntimeBackend(Backend):
             return self._output_bufs  # type: ignore[return-value]
         produced = self._binding.copy_outputs_to_cpu()
         return [buf if buf is not None else produced[i] for i, buf in enumerate(self._output_bufs)]
+
+    def fork(self) -> OnnxRuntimeBackend:
+        return OnnxRuntimeBackend(self.model_path, self.options, self._input_shape_hint, session=self._sess)
 
     def close(self) -> None:
         self._binding = None

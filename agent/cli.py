@@ -1,0 +1,218 @@
+"""``edge-agent``: run, check, config schema, models inspect, detect, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.errors import AgentError, ConfigError, ModelError, SourceError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2  # systemd: RestartPreventExitStatus=2, a bad config must not restart-loop
+EXIT_MODEL = 3
+EXIT_SOURCE = 4
+
+log = logging.getLogger("agent")
+
+
+def _setup_logging(level: str = "INFO", fmt: str = "auto") -> None:
+    under_journal = bool(os.environ.get("JOURNAL_STREAM")) if fmt == "auto" else fmt == "journal"
+    # journald stamps every line itself: a second timestamp is noise
+    pattern = "%(levelname)s %(name)s: %(message)s" if under_journal else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=pattern, stream=sys.stderr, force=True)
+
+
+def _config_path(arg: str | None) -> Path | None:
+    if arg:
+        return Path(arg)
+    env = os.environ.get("EDGE_AGENT_CONFIG")
+    if env:
+        return Path(env)
+    conf_dir = os.environ.get("CONFIGURATION_DIRECTORY")  # set by systemd's ConfigurationDirectory=
+    if conf_dir and (Path(conf_dir) / "config.yaml").is_file():
+        return Path(conf_dir) / "config.yaml"
+    return None
+
+
+def _load(arg: str | None, demo_console: bool = False) -> Any:
+    from agent.config import AgentConfig, load_config
+
+    path = _config_path(arg)
+    if path is None and demo_console:
+        from pydantic import ValidationError
+
+        from agent.config import _format_errors
+
+        try:
+            return AgentConfig(sinks=[{"type": "console" if sys.stdout.isatty() else "jsonl"}])
+        except ValidationError as exc:
+            raise _format_errors(exc, "environment") from None
+    return load_config(path)
+
+
+def _open_detector(cfg: Any) -> Any:
+    from agent.backends import BackendOptions
+    from agent.demo import demo_model_path
+    from agent.detector import load_detector
+    from agent.manifest import Thresholds
+
+    m = cfg.model
+    path = m.path if m.path is not None else demo_model_path(m.variant)
+    options = BackendOptions(threads=m.threads, delegate=m.delegate, delegate_options=m.delegate_options)
+    detector = load_detector(path, options, None if m.backend == "auto" else m.backend, verify_sha256=m.verify_sha256)
+    base = detector.manifest.thresholds
+    if any(v is not None for v in (m.score_threshold, m.iou_threshold, m.max_detections)):
+        detector.set_thresholds(
+            Thresholds(
+                score=base.score if m.score_threshold is None else m.score_threshold,
+                iou=base.iou if m.iou_threshold is None else m.iou_threshold,
+                max_detections=base.max_detections if m.max_detections is None else m.max_detections,
+            )
+        )
+    return detector
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.pipeline import Pipeline
+    from agent.sinks import build_sink
+    from agent.sources import build_source
+
+    cfg = _load(args.config, demo_console=True)
+    _setup_logging(cfg.log.level, cfg.log.format)
+    detector = _open_detector(cfg)
+    source = build_source(cfg.source)
+    sinks = [build_sink(s) for s in cfg.sinks]
+    pipeline = Pipeline(detector, source, sinks, max_frames=args.frames, duration_s=args.duration)
+
+    def _stop(signum: int, _frame: Any) -> None:
+        log.info("received %s: finishing the current frame", signal.Signals(signum).name)
+        pipeline.request_stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    log.info(
+        "running %s %s (%s, %s) on source %s (%s)",
+        detector.ref.name, detector.ref.version, detector.backend.type_key, detector.manifest_origin,
+        cfg.source.id, cfg.source.type,
+    )
+    stats = pipeline.run()
+    detector.close()
+    snap = stats.snapshot()
+    log.info("stopped after %d frames (%d dropped at the source)", snap["frames"], snap["frames_dropped"])
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from agent.sources import build_source
+
+    cfg = _load(args.config)
+    build_source(cfg.source)
+    detector = _open_detector(cfg)
+    print(f"{args.config or 'defaults'}: OK (model {detector.ref.name} {detector.ref.version}, source {cfg.source.type})")
+    detector.close()
+    return EXIT_OK
+
+
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    from agent.config import config_json_schema
+
+    print(json.dumps(config_json_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_models_inspect(args: argparse.Namespace) -> int:
+    from agent.models_cli import inspect_model
+
+    return inspect_model(Path(args.file), as_json=args.json)
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from agent.detect_cli import detect_images
+
+    cfg = _load(args.config)
+    if args.model:
+        cfg.model.path = Path(args.model)
+    detector = _open_detector(cfg)
+    try:
+        return detect_images(detector, [Path(p) for p in args.images], Path(args.save_annotated) if args.save_annotated else None)
+    finally:
+        detector.close()
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from agent.bench import run_benchmark
+
+    return run_benchmark(json_path=Path(args.json) if args.json else None, frames=args.frames, threads=args.threads)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-agent", description="Camera inference agent for the edge.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the pipeline (no config: the demo)")
+    run.add_argument("-c", "--config", help="YAML config file")
+    run.add_argument("--duration", type=float, help="stop after S seconds")
+    run.add_argument("--frames", type=int, help="stop after N frames")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check", help="validate a config file and load its model")
+    check.add_argument("-c", "--config", required=True, help="YAML config file")
+    check.set_defaults(func=cmd_check)
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    config_sub.add_parser("schema", help="print the config JSON Schema").set_defaults(func=cmd_config_schema)
+
+    models = sub.add_parser("models", help="model tools")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    inspect = models_sub.add_parser("inspect", help="show a model's tensors, manifest and decoder")
+    inspect.add_argument("file")
+    inspect.add_argument("--json", action="store_true", help="machine-readable output")
+    inspect.set_defaults(func=cmd_models_inspect)
+
+    detect = sub.add_parser("detect", help="one-shot detection on image files (JSON lines out)")
+    detect.add_argument("images", nargs="+")
+    detect.add_argument("-c", "--config", help="YAML config file (model settings)")
+    detect.add_argument("--model", help="model file or directory (default: from config, or the demo model)")
+    detect.add_argument("--save-annotated", metavar="DIR", help="write images with boxes drawn here")
+    detect.set_defaults(func=cmd_detect)
+
+    bench = sub.add_parser("bench", help="benchmark backends x demo models")
+    bench.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    bench.add_argument("--frames", type=int, default=300, help="frames per measurement")
+    bench.add_argument("--threads", type=int, help="inference threads (default: cores - 1)")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging()
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ModelError as exc:
+        print(f"model error: {exc}", file=sys.stderr)
+        return EXIT_MODEL
+    except SourceError as exc:
+        print(f"source error: {exc}", file=sys.stderr)
+        return EXIT_SOURCE
+    except AgentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

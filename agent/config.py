@@ -1,0 +1,143 @@
+"""The agent's configuration: one YAML file, validated by pydantic, overridable from the environment.
+
+Precedence, highest first: environment (``EDGE_AGENT_<FIELD>``, nested with ``__``, e.g.
+``EDGE_AGENT_MODEL__THREADS=2``), the YAML file, built-in defaults. With no file at all the
+defaults run the demo: the bundled demo model on the synthetic source with a console view.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from agent.backends.base import default_threads
+from agent.errors import ConfigError
+from agent.sinks import sink_config_union
+from agent.sources import source_config_union
+
+ENV_PREFIX = "EDGE_AGENT_"
+
+SourceConfig = source_config_union()
+SinkConfig = sink_config_union()
+
+
+def _default_device_id() -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname()) or "edge-device"
+
+
+def _default_state_dir() -> Path:
+    # systemd's StateDirectory= sets STATE_DIRECTORY; elsewhere keep state beside the user
+    return Path(os.environ.get("STATE_DIRECTORY", "~/.local/state/edge-agent")).expanduser()
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Section):
+    path: Path | None = Field(
+        None, description="Model file (.tflite/.onnx) or a directory holding one. Empty: the bundled demo model."
+    )
+    variant: Literal["tflite-int8", "tflite-fp32", "onnx-int8", "onnx-fp32"] = Field(
+        "tflite-int8", description="Which bundled demo variant runs when path is empty."
+    )
+    backend: Literal["auto", "litert", "onnxruntime"] = Field("auto", description="Runtime; auto picks by file suffix.")
+    threads: int = Field(default_factory=default_threads, ge=1, le=64, description="Inference threads (default: cores - 1).")
+    delegate: str | None = Field(None, description="TFLite delegate library (e.g. libedgetpu.so.1); falls back to CPU.")
+    delegate_options: dict[str, str] = Field(default_factory=dict, description="Options for the delegate.")
+    score_threshold: float | None = Field(None, ge=0.0, le=1.0, description="Overrides the manifest's score threshold.")
+    iou_threshold: float | None = Field(None, ge=0.0, le=1.0, description="Overrides the manifest's NMS IoU threshold.")
+    max_detections: int | None = Field(None, gt=0, description="Overrides the manifest's max detections per frame.")
+    verify_sha256: bool = Field(True, description="Refuse a model whose sha256 differs from its manifest.")
+
+
+class LogConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    format: Literal["auto", "plain", "journal"] = Field(
+        "auto", description="auto: no timestamps under systemd's journal (it adds its own), timestamps otherwise."
+    )
+
+
+class AgentConfig(BaseSettings):
+    """Top-level configuration. Every field has a default; an empty file is valid."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
+
+    device_id: str = Field(
+        default_factory=_default_device_id,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="This device's id (MQTT client id, topics). Default: the hostname.",
+    )
+    state_dir: Path = Field(default_factory=_default_state_dir, description="Writable state (outbox, models, journal).")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Which model runs, and how.")
+    source: SourceConfig = Field(  # type: ignore[valid-type]
+        default_factory=lambda: {"type": "synthetic"}, description="Where frames come from; `type` selects the plugin."
+    )
+    sinks: list[SinkConfig] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: [{"type": "jsonl"}], description="Where results go, in order."
+    )
+    log: LogConfig = Field(default_factory=LogConfig, description="Logging.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # environment over the YAML file (passed as init kwargs) over defaults
+        return (env_settings, init_settings)
+
+
+def _format_errors(exc: ValidationError, origin: str) -> ConfigError:
+    problems = []
+    for err in exc.errors(include_url=False):
+        path = ".".join(str(p) for p in err["loc"]) or "(root)"
+        bad = err.get("input")
+        shown = "" if err["type"] == "missing" else f" (got {bad!r:.100})"
+        problems.append((path, f"{err['msg']}{shown}"))
+    lines = "\n".join(f"  {p}: {m}" for p, m in problems)
+    return ConfigError(f"{origin}: {len(problems)} error(s):\n{lines}", problems)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist", [("(file)", "not found")]) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}", [("(file)", str(exc.strerror))]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}", [(f"(yaml{where})", str(problem))]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of settings, not {type(data).__name__}", [("(root)", "not a mapping")])
+    return data
+
+
+def load_config(path: Path | None = None) -> AgentConfig:
+    """Load and validate; raise :class:`ConfigError` listing every problem with its field path."""
+    data = read_yaml(path) if path is not None else {}
+    origin = str(path) if path is not None else "configuration"
+    try:
+        return AgentConfig(**data)
+    except ValidationError as exc:
+        raise _format_errors(exc, origin) from None
+
+
+def config_json_schema() -> dict[str, Any]:
+    return AgentConfig.model_json_schema(mode="validation")

@@ -1,0 +1,134 @@
+"""The ``synthetic`` source: moving shapes with known ground truth, on the source's own clock.
+
+Needs no camera, so it drives demos, benchmarks and end-to-end tests. It behaves like a
+camera: frames are produced at ``fps`` on a monotonic schedule and, when inference is
+slower, the :class:`~agent.sources.base.LiveReader` drops the stale ones. Frames are drawn
+into a few recycled :class:`~agent.sources.base.FramePool` buffers, so the steady state
+allocates no frame-sized array.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Literal
+
+from pydantic import Field
+
+from agent.errors import SourceEnded
+from agent.sources.base import Frame, FramePool, FrameSource, PixelFormat, SourceConfigBase, now_stamps
+from agent.sources.scenes import MovingScene
+
+log = logging.getLogger(__name__)
+
+
+class DeadlinePacer:
+    """Releases ticks on a fixed-rate schedule anchored to the monotonic clock.
+
+    Deadlines are ``start + k * period``, never ``last wake-up + period``, so time spent
+    between ticks (rendering, decoding, a slow consumer) does not accumulate as drift. A
+    caller more than one whole period late skips the missed ticks (like a camera, it does
+    not burst to catch up) and learns how many it skipped.
+    """
+
+    def __init__(self, fps: float) -> None:
+        self.period_ns = round(1e9 / fps) if fps > 0 else 0
+        self._next_ns: int | None = None
+
+    def reset(self) -> None:
+        """Start a new schedule at the next ``wait``."""
+        self._next_ns = None
+
+    def wait(self) -> int:
+        """Sleep until the next tick; return how many ticks were missed (0 when on time)."""
+        if not self.period_ns:
+            return 0
+        now = time.monotonic_ns()
+        if self._next_ns is None:
+            self._next_ns = now
+        missed = 0
+        if now >= self._next_ns + self.period_ns:
+            missed = (now - self._next_ns) // self.period_ns
+            self._next_ns += missed * self.period_ns  # keep the phase, drop whole periods
+        elif now < self._next_ns:
+            time.sleep((self._next_ns - now) / 1e9)
+        self._next_ns += self.period_ns
+        return missed
+
+
+class SyntheticConfig(SourceConfigBase):
+    """Settings of the ``synthetic`` source."""
+
+    type: Literal["synthetic"] = Field("synthetic", description="Selects the synthetic source.")
+    width: int = Field(640, ge=32, le=4096, description="Frame width in pixels.")
+    height: int = Field(480, ge=32, le=4096, description="Frame height in pixels.")
+    fps: float = Field(
+        15.0, ge=0.0, le=1000.0, description="Frames per second on the source's own clock; 0 = as fast as possible."
+    )
+    objects: int = Field(4, ge=0, le=32, description="How many moving shapes each frame shows (fewer if they don't fit).")
+    seed: int = Field(0, description="Random seed: the same seed gives the same background and motion.")
+    speed: float = Field(3.0, ge=0.0, le=100.0, description="How far shapes move per frame, in pixels.")
+    frames: int | None = Field(None, ge=1, description="Stop after this many frames; unset = run forever.")
+    buffers: int = Field(
+        4, ge=2, le=16, description="Recycled frame buffers (one being drawn, one waiting, one in inference, spare)."
+    )
+
+
+class SyntheticSource(FrameSource):
+    """Renders a :class:`MovingScene` into pool buffers; ground truth rides on each frame."""
+
+    type_key = "synthetic"
+    config_model = SyntheticConfig
+    config: SyntheticConfig
+
+    def __init__(self, config: SyntheticConfig) -> None:
+        super().__init__(config)
+        self._scene: MovingScene | None = None
+        self._pool: FramePool | None = None
+        self._pacer = DeadlinePacer(config.fps)
+        self._produced = 0
+
+    @property
+    def live(self) -> bool:
+        return True
+
+    def open(self) -> None:
+        cfg = self.config
+        if self._scene is None:  # a reopen keeps the scene moving where it was
+            self._scene = MovingScene(cfg.width, cfg.height, seed=cfg.seed, objects=cfg.objects, speed=cfg.speed)
+            self._pool = FramePool((cfg.height, cfg.width, 3), count=cfg.buffers)
+        self._pacer.reset()
+
+    def read(self) -> Frame:
+        if self._scene is None or self._pool is None:
+            raise RuntimeError(f"synthetic source {self.config.id!r} read before open()")
+        limit = self.config.frames
+        while True:
+            if limit is not None and self._produced >= limit:
+                raise SourceEnded(f"synthetic source {self.config.id!r} produced its {limit} frames")
+            self.stats.frames_dropped += self._pacer.wait()  # ticks missed while we were late
+            buf = self._pool.acquire()
+            if buf is not None:
+                break
+            # Every buffer is still held downstream: like a starved camera, this tick is lost.
+            self.stats.frames_dropped += 1
+            if not self._pacer.period_ns:
+                time.sleep(0.001)  # unpaced: don't spin while waiting for a buffer
+        stamps = now_stamps()  # the "exposure" moment; drawing time counts as capture latency
+        truths = self._scene.render(buf)  # draws in place: no frame-sized allocation
+        self._produced += 1
+        return Frame(
+            image=buf,
+            pixel_format=PixelFormat.BGR,
+            frame_id=self.next_frame_id(),
+            source_id=self.config.id,
+            capture_monotonic_ns=stamps[0],
+            capture_wall_time=stamps[1],
+            width=self.config.width,
+            height=self.config.height,
+            ground_truth=truths,
+            _release=self._pool.release_fn(buf),
+        )
+
+    def close(self) -> None:
+        self._pacer.reset()
