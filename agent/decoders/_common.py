@@ -56,8 +56,19 @@ class ScoreGate:
         self.info = info
         self.sigmoid = sigmoid
         self.strictly_positive = strictly_positive
-        self.never = False  # the threshold lies above anything the tensor can hold
-        self.threshold: np.generic = np.float32(0.0)
+        # (raw threshold, nothing can pass): one tuple, swapped in one assignment, so a remote
+        # set_thresholds on another thread never shows decode a half-updated gate.
+        self._state: tuple[np.generic, bool] = (np.float32(0.0), False)
+
+    @property
+    def threshold(self) -> np.generic:
+        """The threshold in the tensor's raw domain (same dtype as the tensor for int8/uint8)."""
+        return self._state[0]
+
+    @property
+    def never(self) -> bool:
+        """True when the threshold lies above anything the tensor can hold."""
+        return self._state[1]
 
     def update(self, score: float) -> None:
         """Recompute the raw-domain threshold for a new score threshold (build time and set_thresholds)."""
@@ -69,26 +80,31 @@ class ScoreGate:
                 q = limits.min if real < 0 else limits.max + 1
             else:
                 q = math.ceil(info.zero_point + real / info.scale - _CEIL_SLACK)
-            if self.strictly_positive:
-                # real > 0  <=>  q > zero_point (sigmoid outputs are never <= 0, so only without sigmoid)
-                floor = (info.zero_point + 1) if not self.sigmoid else limits.min
-                q = max(q, floor)
-            self.never = q > limits.max
+            if self.strictly_positive and not self.sigmoid:  # a sigmoid is never <= 0
+                q = max(q, info.zero_point + 1)  # real > 0  <=>  q > zero_point
             # Same dtype as the tensor: the compare then runs on the raw int8/uint8 array, no upcast.
-            self.threshold = info.dtype.type(min(max(q, limits.min), limits.max))
+            self._state = (info.dtype.type(min(max(q, limits.min), limits.max)), q > limits.max)
             return
         dtype = info.dtype if info.dtype.kind == "f" else np.dtype(np.float32)
-        self.never = real == math.inf
-        value = dtype.type(max(real, -np.finfo(dtype).max) if not self.never else 0.0)
+        never = real == math.inf
+        value = dtype.type(0.0 if never else max(real, -float(np.finfo(dtype).max)))
         if self.strictly_positive and not self.sigmoid and value <= 0:
             value = np.nextafter(dtype.type(0), dtype.type(1))  # smallest positive: "> 0" as ">="
-        self.threshold = value
+        self._state = (value, never)
+
+    def mask(self, raw: np.ndarray) -> np.ndarray:
+        """Boolean mask of the entries of a raw array that reach the threshold."""
+        threshold, never = self._state
+        if never:
+            return np.zeros(raw.shape, dtype=bool)
+        return raw >= threshold
 
     def indices(self, raw: np.ndarray) -> np.ndarray:
         """Indices of the entries of a 1-D raw array that reach the threshold."""
-        if self.never:
+        threshold, never = self._state
+        if never:
             return np.empty(0, dtype=np.intp)
-        return np.flatnonzero(raw >= self.threshold)
+        return np.flatnonzero(raw >= threshold)
 
 
 def describe(outputs: Sequence[TensorInfo]) -> str:

@@ -130,7 +130,8 @@ class SSDAnchors(Decoder):
         thresholds: Thresholds,
     ) -> None:
         super().__init__(spec, outputs, input_size, num_classes, thresholds)
-        assert isinstance(spec, AnchorsDecoder)
+        if not isinstance(spec, AnchorsDecoder):
+            raise TypeError(f"ssd_anchors needs an AnchorsDecoder spec, got {type(spec).__name__}")
         expected = "box regressors [1, A, 4+K] and scores [1, A, C]"
         require_count(self.type_key, self.outputs, 2, expected)
         pair = _assign_outputs(self.outputs, num_classes)

@@ -79,7 +79,7 @@ class Classifier(Decoder):
             top, scores = top[keep], scores[keep]
         else:
             top = _top_k_indices(raw, k)  # ranking is monotonic in the raw domain
-            top = top[raw[top] >= self._gate.threshold] if not self._gate.never else top[:0]
+            top = top[self._gate.mask(raw[top])]
             scores = dequantize(raw[top], self._info)
         if top.size == 0:
             return empty_output(with_boxes=False)

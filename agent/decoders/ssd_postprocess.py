@@ -86,28 +86,30 @@ class SSDPostprocess(Decoder):
         self._boxes, self._count, pair = split
         self._pair = pair
         self._label_offset = int(getattr(spec, "label_offset", 0))
-        self._classes: int | None = None
-        self._scores: int | None = None
-        roles = {i: _role_from_name(self.outputs[i].name) for i in pair}
+        # A gate for each candidate scores tensor, so set_thresholds never races the assignment.
+        self._gates = {i: ScoreGate(self.outputs[i]) for i in pair}
+        for gate in self._gates.values():
+            gate.update(thresholds.score)
+        self._roles: tuple[int, int] | None = None  # (classes, scores) once known
+        names = {i: _role_from_name(self.outputs[i].name) for i in pair}
         a, b = pair
-        if roles[a] == "classes" or roles[b] == "scores":
+        if names[a] == "classes" or names[b] == "scores":
             self._assign(classes=a, scores=b, why="by name")
-        elif roles[a] == "scores" or roles[b] == "classes":
+        elif names[a] == "scores" or names[b] == "classes":
             self._assign(classes=b, scores=a, why="by name")
         # else: decided on the first frame whose values tell them apart (see _resolve).
 
-    def _assign(self, classes: int, scores: int, why: str) -> None:
-        self._classes, self._scores = classes, scores
-        self._gate = ScoreGate(self.outputs[scores])
-        self._gate.update(self.thresholds.score)
-        log.debug(
-            "ssd_postprocess: classes=%r scores=%r (%s)", self.outputs[classes].name, self.outputs[scores].name, why
+    def _assign(self, classes: int, scores: int, why: str) -> tuple[int, int]:
+        self._roles = (classes, scores)
+        log.info(
+            "ssd_postprocess: classes are %r, scores are %r (%s)", self.outputs[classes].name, self.outputs[scores].name, why
         )
+        return self._roles
 
     def set_thresholds(self, thresholds: Thresholds) -> None:
         super().set_thresholds(thresholds)
-        if self._scores is not None:
-            self._gate.update(thresholds.score)
+        for gate in self._gates.values():
+            gate.update(thresholds.score)
 
     def _resolve(self, outputs: Sequence[np.ndarray], count: int) -> tuple[int, int]:
         """Which of the two [1, N] outputs holds classes; remembered once the values are decisive."""
@@ -124,19 +126,16 @@ class SSDPostprocess(Decoder):
         a_classes = can_be_classes(va) and can_be_scores(vb)
         b_classes = can_be_classes(vb) and can_be_scores(va)
         if a_classes and not b_classes:
-            self._assign(classes=a, scores=b, why="by values")
-        elif b_classes and not a_classes:
-            self._assign(classes=b, scores=a, why="by values")
-        elif not (a_classes or b_classes):
+            return self._assign(classes=a, scores=b, why="by values")
+        if b_classes and not a_classes:
+            return self._assign(classes=b, scores=a, why="by values")
+        if not (a_classes or b_classes):
             raise DecoderError(
                 f"decoder 'ssd_postprocess': neither {self.outputs[a].name!r} nor {self.outputs[b].name!r} "
                 f"(shape {list(self.outputs[a].shape)}) holds integral class ids beside 0..1 scores.\n"
                 f"{describe(self.outputs)}\nSet decoder.type in model.json to the model's real output format."
             )
-        else:
-            return a, b  # every value is 0 or 1 so far: undecided, try again next frame
-        assert self._classes is not None and self._scores is not None
-        return self._classes, self._scores
+        return a, b  # every value is 0 or 1 so far: undecided, try again next frame
 
     def decode(self, outputs: Sequence[np.ndarray]) -> DecodedOutput:
         boxes_raw = outputs[self._boxes][0]
@@ -144,13 +143,8 @@ class SSDPostprocess(Decoder):
         count = min(max(int(count_value), 0), boxes_raw.shape[0]) if math.isfinite(count_value) else 0
         if count == 0:
             return empty_output()
-        if self._classes is None or self._scores is None:
-            classes, scores = self._resolve(outputs, count)
-            gate = ScoreGate(self.outputs[scores])  # only until the assignment is decided
-            gate.update(self.thresholds.score)
-        else:
-            classes, scores, gate = self._classes, self._scores, self._gate
-        idx = gate.indices(outputs[scores].reshape(-1)[:count])
+        classes, scores = self._roles or self._resolve(outputs, count)
+        idx = self._gates[scores].indices(outputs[scores].reshape(-1)[:count])
         if idx.size == 0:
             return empty_output()
         score_values = dequantize(outputs[scores].reshape(-1)[idx], self.outputs[scores])

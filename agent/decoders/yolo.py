@@ -113,7 +113,7 @@ class YoloV8(Decoder):
         """``[1, 4+C, N]`` with N much larger than 4+C; ``[1, N, 4+C]`` only when num_classes says so.
 
         Guessed specs assume boxes in input pixels (``boxes_normalized=False``); a manifest must
-        say otherwise for exports that emit 0..1 boxes (e.g. some int8 TFLite exports).
+        say otherwise for exports that emit 0..1 boxes (Ultralytics TFLite exports normalize them).
         """
         shape = _single_3d_shape(outputs)
         if shape is None:
