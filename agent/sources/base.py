@@ -67,7 +67,8 @@ class SourceConfigBase(BaseModel):
 @dataclass(slots=True)
 class SourceStats:
     frames_captured: int = 0
-    frames_dropped: int = 0  # overwritten in the newest-frame slot before inference took them
+    frames_dropped: int = 0  # frames inference never saw: replaced in the newest-frame slot, or ticks lost
+    frames_skipped: int = 0  # unreadable inputs passed over (corrupt image files)
     reconnects: int = 0
     connected: bool = False
     last_error: str | None = None
@@ -296,8 +297,46 @@ class LiveReader(FrameFeed):
             log.debug("closing %s failed: %s", self.source.config.id, exc)
 
 
-def make_feed(source: FrameSource, on_event: Callable[[str, dict[str, Any]], None] | None = None) -> FrameFeed:
-    return LiveReader(source, on_event) if source.live else PulledFeed(source)
+def make_feed(
+    source: FrameSource,
+    on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    backoff: Backoff | None = None,
+) -> FrameFeed:
+    return LiveReader(source, on_event, backoff) if source.live else PulledFeed(source)
+
+
+class DeadlinePacer:
+    """Releases ticks on a fixed-rate schedule anchored to the monotonic clock.
+
+    Deadlines are ``start + k * period``, never ``last wake-up + period``, so time spent
+    between ticks (rendering, decoding, a slow consumer) does not accumulate as drift. A
+    caller more than one whole period late skips the missed ticks (like a camera, it does
+    not burst to catch up) and learns how many it skipped.
+    """
+
+    def __init__(self, fps: float) -> None:
+        self.period_ns = round(1e9 / fps) if fps > 0 else 0
+        self._next_ns: int | None = None
+
+    def reset(self) -> None:
+        """Start a new schedule at the next ``wait``."""
+        self._next_ns = None
+
+    def wait(self) -> int:
+        """Sleep until the next tick; return how many ticks were missed (0 when on time)."""
+        if not self.period_ns:
+            return 0
+        now = time.monotonic_ns()
+        if self._next_ns is None:
+            self._next_ns = now
+        missed = 0
+        if now >= self._next_ns + self.period_ns:
+            missed = (now - self._next_ns) // self.period_ns
+            self._next_ns += missed * self.period_ns  # keep the phase, drop whole periods
+        elif now < self._next_ns:
+            time.sleep((self._next_ns - now) / 1e9)
+        self._next_ns += self.period_ns
+        return missed
 
 
 def now_stamps() -> tuple[int, float]:

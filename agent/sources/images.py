@@ -93,6 +93,7 @@ class ImagesSource(FrameSource):
             if image is not None:
                 break
             self.skipped += 1
+            self.stats.frames_skipped += 1
             failures_in_a_row += 1
             self.stats.last_error = f"unreadable image {path}"
             log.warning("images source %s: skipping %s (not a readable image)", self.config.id, path)

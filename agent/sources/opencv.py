@@ -30,8 +30,7 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from agent.errors import SourceEnded, SourceError
-from agent.sources.base import Frame, FramePool, FrameSource, PixelFormat, SourceConfigBase, now_stamps
-from agent.sources.synthetic import DeadlinePacer
+from agent.sources.base import DeadlinePacer, Frame, FramePool, FrameSource, PixelFormat, SourceConfigBase, now_stamps
 
 log = logging.getLogger(__name__)
 

@@ -16,44 +16,10 @@ from typing import Literal
 from pydantic import Field
 
 from agent.errors import SourceEnded
-from agent.sources.base import Frame, FramePool, FrameSource, PixelFormat, SourceConfigBase, now_stamps
+from agent.sources.base import DeadlinePacer, Frame, FramePool, FrameSource, PixelFormat, SourceConfigBase, now_stamps
 from agent.sources.scenes import MovingScene
 
 log = logging.getLogger(__name__)
-
-
-class DeadlinePacer:
-    """Releases ticks on a fixed-rate schedule anchored to the monotonic clock.
-
-    Deadlines are ``start + k * period``, never ``last wake-up + period``, so time spent
-    between ticks (rendering, decoding, a slow consumer) does not accumulate as drift. A
-    caller more than one whole period late skips the missed ticks (like a camera, it does
-    not burst to catch up) and learns how many it skipped.
-    """
-
-    def __init__(self, fps: float) -> None:
-        self.period_ns = round(1e9 / fps) if fps > 0 else 0
-        self._next_ns: int | None = None
-
-    def reset(self) -> None:
-        """Start a new schedule at the next ``wait``."""
-        self._next_ns = None
-
-    def wait(self) -> int:
-        """Sleep until the next tick; return how many ticks were missed (0 when on time)."""
-        if not self.period_ns:
-            return 0
-        now = time.monotonic_ns()
-        if self._next_ns is None:
-            self._next_ns = now
-        missed = 0
-        if now >= self._next_ns + self.period_ns:
-            missed = (now - self._next_ns) // self.period_ns
-            self._next_ns += missed * self.period_ns  # keep the phase, drop whole periods
-        elif now < self._next_ns:
-            time.sleep((self._next_ns - now) / 1e9)
-        self._next_ns += self.period_ns
-        return missed
 
 
 class SyntheticConfig(SourceConfigBase):

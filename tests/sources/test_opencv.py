@@ -184,7 +184,7 @@ def test_stream_that_ends_is_reconnected(clip: Path, http_server: str) -> None:
     events, on_event = _events()
     feed = make_feed(src, on_event)
     assert isinstance(feed, LiveReader)
-    feed._backoff = Backoff(initial=0.01, maximum=0.05)
+    feed._backoff = Backoff(initial=0.01, maximum=0.05)  # or make_feed(..., backoff=...)
     feed.start()
     got = 0
     try:

@@ -10,9 +10,11 @@ import tracemalloc
 import pytest
 
 from agent.errors import SourceEnded
+from agent.sources import synthetic
 from agent.sources.base import Backoff, LiveReader, PixelFormat, make_feed
 from agent.sources.scenes import CLASSES
-from agent.sources.synthetic import DeadlinePacer, SyntheticConfig, SyntheticSource
+from agent.sources.base import DeadlinePacer
+from agent.sources.synthetic import SyntheticConfig, SyntheticSource
 
 
 def test_frames_carry_ground_truth_inside_the_frame() -> None:
@@ -44,21 +46,41 @@ def test_pacing_holds_the_rate_without_drift() -> None:
         frame.release()
         time.sleep(rng.uniform(0, 0.012))  # consumer work below one period must not push the schedule
     elapsed = time.monotonic() - start
-    ideal = count / fps
-    assert ideal - 0.005 <= elapsed <= ideal + 1 / fps + 0.03
-    gaps_ms = [(b - a) / 1e6 for a, b in itertools.pairwise(stamps)]
-    assert abs(sum(gaps_ms) / len(gaps_ms) - 1000 / fps) < 2.0
-    assert src.stats.frames_dropped == 0
+    skipped = src.stats.frames_dropped  # a tick lost to a busy machine is skipped, not made up later
+    assert skipped <= 2
+    ideal = (count + skipped) / fps
+    assert ideal - 0.005 <= elapsed <= ideal + 1 / fps + 0.03, "no drift: the schedule ignores per-frame work"
+    gaps_ms = sorted((b - a) / 1e6 for a, b in itertools.pairwise(stamps))
+    assert abs(gaps_ms[len(gaps_ms) // 2] - 1000 / fps) < 2.0
 
 
-def test_pacer_skips_missed_ticks_instead_of_bursting() -> None:
-    pacer = DeadlinePacer(100.0)
-    assert pacer.wait() == 0
-    time.sleep(0.055)  # five and a half periods late
-    assert pacer.wait() in (4, 5)
-    start = time.monotonic()
-    pacer.wait()
-    assert time.monotonic() - start > 0.002, "after skipping, the next tick is in the future again"
+class _FakeClock:
+    """Stands in for the ``time`` module inside the pacer: sleeping just advances the clock."""
+
+    def __init__(self) -> None:
+        self.now_ns = 1_000_000_000
+        self.slept: list[float] = []
+
+    def monotonic_ns(self) -> int:
+        return self.now_ns
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now_ns += round(seconds * 1e9)
+
+
+def test_pacer_keeps_phase_and_skips_missed_ticks(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _FakeClock()
+    monkeypatch.setattr(synthetic, "time", clock)
+    pacer = DeadlinePacer(100.0)  # ticks every 10 ms from the first wait
+    start = clock.now_ns
+    assert pacer.wait() == 0 and clock.slept == []
+    clock.now_ns += 3_000_000  # 3 ms of work
+    assert pacer.wait() == 0 and clock.slept == [0.007]  # to the 10 ms tick, not 10 ms after the work
+    clock.now_ns += 55_000_000  # stalled five and a half periods
+    assert pacer.wait() == 4  # ticks 20..50 ms are gone (no burst); this call takes the 60 ms one late
+    assert pacer.wait() == 0 and clock.now_ns - start == 70_000_000  # back on the original 10 ms grid
+    assert DeadlinePacer(0).wait() == 0  # unpaced
 
 
 def test_frame_limit_ends_the_source() -> None:
