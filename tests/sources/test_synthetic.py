@@ -11,9 +11,8 @@ import pytest
 
 from agent.errors import SourceEnded
 from agent.sources import synthetic
-from agent.sources.base import Backoff, LiveReader, PixelFormat, make_feed
+from agent.sources.base import Backoff, DeadlinePacer, LiveReader, PixelFormat, make_feed
 from agent.sources.scenes import CLASSES
-from agent.sources.base import DeadlinePacer
 from agent.sources.synthetic import SyntheticConfig, SyntheticSource
 
 
