@@ -10,7 +10,7 @@ import tracemalloc
 import pytest
 
 from agent.errors import SourceEnded
-from agent.sources import synthetic
+from agent.sources import base
 from agent.sources.base import Backoff, DeadlinePacer, LiveReader, PixelFormat, make_feed
 from agent.sources.scenes import CLASSES
 from agent.sources.synthetic import SyntheticConfig, SyntheticSource
@@ -70,7 +70,7 @@ class _FakeClock:
 
 def test_pacer_keeps_phase_and_skips_missed_ticks(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = _FakeClock()
-    monkeypatch.setattr(synthetic, "time", clock)
+    monkeypatch.setattr(base, "time", clock)
     pacer = DeadlinePacer(100.0)  # ticks every 10 ms from the first wait
     start = clock.now_ns
     assert pacer.wait() == 0 and clock.slept == []
