@@ -174,8 +174,18 @@ def run_benchmark(json_path: Path | None = None, frames: int = 300, threads: int
             rows.append(bench_variant(variant, backend, threads, frames))
             progress.advance(task)
     table = Table(title=f"edge-agent bench · {platform.machine()} · {threads} thread(s) · {frames} frames")
-    columns = ("backend", "model", "raw_fps", "pipeline_fps", "naive_fps", "pipeline_vs_raw", "overhead_ms_p50",
-               "preprocess_ms_p50", "decode_ms_p50", "alloc_bytes_per_frame")
+    columns = (
+        "backend",
+        "model",
+        "raw_fps",
+        "pipeline_fps",
+        "naive_fps",
+        "pipeline_vs_raw",
+        "overhead_ms_p50",
+        "preprocess_ms_p50",
+        "decode_ms_p50",
+        "alloc_bytes_per_frame",
+    )
     for col in columns:
         table.add_column(col, justify="left" if col in ("backend", "model") else "right")
     for row in rows:

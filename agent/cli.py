@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +89,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     detector = _open_detector(cfg)
     source = build_source(cfg.source)
     sinks = [build_sink(s) for s in cfg.sinks]
-    pipeline = Pipeline(detector, source, sinks, max_frames=args.frames, duration_s=args.duration)
+    overlap = {"auto": None, "on": True, "off": False}[cfg.pipeline.overlap]
+    pipeline = Pipeline(
+        detector,
+        source,
+        sinks,
+        max_frames=args.frames,
+        duration_s=args.duration,
+        frame_timeout_s=cfg.pipeline.frame_timeout_s,
+        overlap=overlap,
+    )
 
     def _stop(signum: int, _frame: Any) -> None:
         log.info("received %s: finishing the current frame", signal.Signals(signum).name)
@@ -100,8 +108,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _stop)
     log.info(
         "running %s %s (%s, %s) on source %s (%s)",
-        detector.ref.name, detector.ref.version, detector.backend.type_key, detector.manifest_origin,
-        cfg.source.id, cfg.source.type,
+        detector.ref.name,
+        detector.ref.version,
+        detector.backend.type_key,
+        detector.manifest_origin,
+        cfg.source.id,
+        cfg.source.type,
     )
     stats = pipeline.run()
     detector.close()
@@ -125,6 +137,13 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
     from agent.config import config_json_schema
 
     print(json.dumps(config_json_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_config_docs(args: argparse.Namespace) -> int:
+    from agent.config_docs import config_reference
+
+    print(config_reference(), end="")
     return EXIT_OK
 
 
@@ -170,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     config_sub.add_parser("schema", help="print the config JSON Schema").set_defaults(func=cmd_config_schema)
+    config_sub.add_parser("docs", help="print the config reference (Markdown)").set_defaults(func=cmd_config_docs)
 
     models = sub.add_parser("models", help="model tools")
     models_sub = models.add_subparsers(dest="models_command", required=True)

@@ -57,6 +57,15 @@ class ModelConfig(_Section):
     verify_sha256: bool = Field(True, description="Refuse a model whose sha256 differs from its manifest.")
 
 
+class PipelineConfig(_Section):
+    overlap: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Preprocess/decode the neighbouring frames while the model runs (two execution contexts). "
+        "auto: on when the machine has more than one core and no delegate is used.",
+    )
+    frame_timeout_s: float = Field(0.5, gt=0, le=60, description="How long one wait for a frame may block the loop.")
+
+
 class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     format: Literal["auto", "plain", "journal"] = Field(
@@ -82,6 +91,7 @@ class AgentConfig(BaseSettings):
     sinks: list[SinkConfig] = Field(  # type: ignore[valid-type]
         default_factory=lambda: [{"type": "jsonl"}], description="Where results go, in order."
     )
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="Inference loop behaviour.")
     log: LogConfig = Field(default_factory=LogConfig, description="Logging.")
 
     @classmethod
@@ -125,7 +135,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of settings, not {type(data).__name__}", [("(root)", "not a mapping")])
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of settings, not {type(data).__name__}", [("(root)", "not a mapping")]
+        )
     return data
 
 

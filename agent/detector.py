@@ -156,7 +156,10 @@ class Detector:
         scores = raw.scores.tolist()
         class_ids = raw.class_ids.tolist()
         if raw.boxes is None:
-            return [Detection.model_construct(class_id=c, label=_label(labels, c), score=s) for c, s in zip(class_ids, scores, strict=True)]
+            return [
+                Detection.model_construct(class_id=c, label=_label(labels, c), score=s)
+                for c, s in zip(class_ids, scores, strict=True)
+            ]
         pixels = geo.input_norm_to_frame(raw.boxes)
         norm = pixels / np.array([geo.frame_w, geo.frame_h, geo.frame_w, geo.frame_h], np.float32)
         out = []
@@ -218,7 +221,9 @@ def load_detector(
     if manifest is None:
         manifest = manifest_from_model(runtime, model_file)
         origin = "inferred from tensors"
-        log.warning("%s has no manifest; inferred %s decoder and %s input", model_file, manifest.decoder.type, manifest.input.layout)
+        log.warning(
+            "%s has no manifest; inferred %s decoder and %s input", model_file, manifest.decoder.type, manifest.input.layout
+        )
     if thresholds is not None:
         manifest = manifest.model_copy(update={"thresholds": thresholds})
     assert origin is not None

@@ -52,12 +52,16 @@ def inspect_model(path: Path, as_json: bool = False) -> int:
         return 0
     console = Console()
     m = info["manifest"]
-    console.print(f"[b]{info['file']}[/b]  {info['size_bytes'] / 1024:.0f} KiB  sha256 {info['sha256'][:16]}…  ({info['backend']})")
+    console.print(
+        f"[b]{info['file']}[/b]  {info['size_bytes'] / 1024:.0f} KiB  sha256 {info['sha256'][:16]}…  ({info['backend']})"
+    )
     table = Table("", "name", "shape", "dtype", "quantization")
     for kind, tensors in (("input", info["inputs"]), ("output", info["outputs"])):
         for t in tensors:
             q = t.get("quantization")
-            table.add_row(kind, t["name"], str(t["shape"]), t["dtype"], f"scale {q['scale']:.6g}, zp {q['zero_point']}" if q else "")
+            table.add_row(
+                kind, t["name"], str(t["shape"]), t["dtype"], f"scale {q['scale']:.6g}, zp {q['zero_point']}" if q else ""
+            )
     console.print(table)
     inp = m["input"]
     console.print(f"manifest: {info['manifest_origin']}")

@@ -231,8 +231,15 @@ class Pipeline:
         t2 = clock()
         self._fetched += 1
         return _InFlight(
-            frame.frame_id, frame.source_id, frame.capture_monotonic_ns, frame.capture_wall_time,
-            frame.width, frame.height, geo, (t1 - t0) / 1e6, (t2 - t1) / 1e6,
+            frame.frame_id,
+            frame.source_id,
+            frame.capture_monotonic_ns,
+            frame.capture_wall_time,
+            frame.width,
+            frame.height,
+            geo,
+            (t1 - t0) / 1e6,
+            (t2 - t1) / 1e6,
         )
 
     @staticmethod

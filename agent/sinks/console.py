@@ -71,13 +71,17 @@ class ConsoleSink(Sink):
             )
             lat = snap["latency_ms"]
             head.add_row(*(f"[b]{k}[/b] p50 {_fmt(v['p50'])} ms" for k, v in lat.items() if k != "capture_to_result"))
-            head.add_row(f"[b]capture→result[/b] p50 {_fmt(lat['capture_to_result']['p50'])} ms, p95 {_fmt(lat['capture_to_result']['p95'])} ms")
+            c2r = lat["capture_to_result"]
+            head.add_row(f"[b]capture→result[/b] p50 {_fmt(c2r['p50'])} ms, p95 {_fmt(c2r['p95'])} ms")
         table = Table(expand=True)
         for col in ("label", "score", "x1", "y1", "x2", "y2"):
             table.add_column(col, justify="right" if col != "label" else "left")
         title = "waiting for the first frame…"
         if result is not None:
-            title = f"{result.model.name} {result.model.version} · {result.source_id} frame {result.frame_id} · {len(result.detections)} detections"
+            title = (
+                f"{result.model.name} {result.model.version} · {result.source_id} frame {result.frame_id}"
+                f" · {len(result.detections)} detections"
+            )
             for det in result.detections[: self.config.max_rows]:
                 b = det.box
                 coords = (f"{b.x1:.0f}", f"{b.y1:.0f}", f"{b.x2:.0f}", f"{b.y2:.0f}") if b else ("", "", "", "")
