@@ -110,3 +110,11 @@ def test_config_schema_command_prints_json_schema() -> None:
     assert proc.returncode == 0, proc.stderr
     schema = json.loads(proc.stdout)
     assert schema["title"] == "AgentConfig" and "model" in schema["properties"]
+
+
+def test_readme_config_reference_is_current() -> None:
+    from agent.config_docs import END, START, config_reference
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    current = readme[readme.index(START) + len(START) : readme.index(END)].strip()
+    assert current == config_reference().strip(), "README config reference is stale: paste `edge-agent config docs`"
