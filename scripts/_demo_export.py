@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import sys
 import zipfile
 from pathlib import Path
 
@@ -234,5 +235,9 @@ def embed_onnx_manifest(path: Path, manifest_json: str) -> None:
 def _quiet():  # noqa: ANN202
     """Hide the converters' chatter (stdout/stderr from Python); our own progress stays visible."""
     sink = io.StringIO()
-    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        yield
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            yield
+    except BaseException:
+        sys.stderr.write(sink.getvalue())  # the chatter explains the failure
+        raise

@@ -12,9 +12,7 @@ def test_every_agent_subpackage_is_listed_in_pyproject() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(config["packages"])
     on_disk = {
-        ".".join(p.relative_to(ROOT).parts[:-1])
-        for p in (ROOT / "agent").rglob("__init__.py")
-        if "__pycache__" not in p.parts
+        ".".join(p.relative_to(ROOT).parts[:-1]) for p in (ROOT / "agent").rglob("__init__.py") if "__pycache__" not in p.parts
     }
     assert on_disk <= listed, f"add to [tool.setuptools] packages: {sorted(on_disk - listed)}"
     assert config["package-dir"]["agent.demo_models"] == "models/demo"
