@@ -29,6 +29,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from agent.backends.base import BackendOptions, default_threads
+from agent.backends.litert import LiteRTBackend
+from agent.backends.onnxruntime import OnnxRuntimeBackend
 from agent.demo import VARIANTS, demo_model_path
 from agent.detector import Detector, load_detector
 from agent.manifest import Layout
@@ -88,7 +90,7 @@ def _naive_fps(detector: Detector, frames: int) -> float:
     backend = detector.backend
     mean = np.asarray(spec.normalization.mean, np.float32)
     std = np.asarray(spec.normalization.std, np.float32)
-    if backend.type_key == "litert":
+    if isinstance(backend, LiteRTBackend):
         interp = backend._interp  # the same interpreter, driven the copying way
         in_idx = interp.get_input_details()[0]["index"]
         out_idx = [d["index"] for d in interp.get_output_details()]
@@ -98,6 +100,7 @@ def _naive_fps(detector: Detector, frames: int) -> float:
             interp.invoke()
             return [interp.get_tensor(i) for i in out_idx]
     else:
+        assert isinstance(backend, OnnxRuntimeBackend)
         sess = backend._sess
         name = sess.get_inputs()[0].name
 

@@ -17,7 +17,8 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps ``type_key`` -> plugin class for every subclass of ``base`` found in ``package``."""
 
-    def __init__(self, package: ModuleType, base: type[T], skip: frozenset[str] = frozenset({"base"})) -> None:
+    # ``base`` is an abstract class, which ``type[T]`` would reject: annotate the registry instead
+    def __init__(self, package: ModuleType, base: type, skip: frozenset[str] = frozenset({"base"})) -> None:
         self._package = package
         self._base = base
         self._skip = skip
@@ -30,7 +31,7 @@ class Registry(Generic[T]):
                     continue
                 importlib.import_module(f"{self._package.__name__}.{info.name}")
             found: dict[str, type[T]] = {}
-            stack = list(self._base.__subclasses__())
+            stack: list[type] = list(self._base.__subclasses__())
             while stack:
                 cls = stack.pop()
                 stack.extend(cls.__subclasses__())

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from _demo_data import FRAME_H, FRAME_W, SceneSet, coco_ground_truth, letterbox_geometry, letterbox_rgb
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 MAP_SCORE_THRESHOLD = 0.01  # low, so the precision/recall curve reaches high recall
 MAP_MAX_DETECTIONS = 100
@@ -95,7 +94,7 @@ class OnnxRunner:
         self._out = self._sess.get_outputs()[0]
 
     def describe(self) -> tuple[TensorDescription, TensorDescription]:
-        def d(t) -> TensorDescription:  # noqa: ANN001 - onnxruntime NodeArg
+        def d(t) -> TensorDescription:
             return TensorDescription(t.name, tuple(t.shape), t.type.removeprefix("tensor(").removesuffix(")"))
 
         return d(self._in), d(self._out)

@@ -14,29 +14,45 @@ import io
 import os
 import sys
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-
 from _demo_train import DemoDetector
+
+if TYPE_CHECKING:
+    import onnx
 
 ONNX_OPSET = 18  # the torch.onnx (dynamo) exporter's native opset; >= 17 as the agent requires
 ONNX_INPUT, ONNX_OUTPUT = "images", "output0"
+MAX_IR_VERSION = 9
 INT8_RECIPE = "static_wi8_ai8"
 
 
 # ---- TFLite ------------------------------------------------------------------------------------
 
-def export_tflite_fp32(model: DemoDetector, path: Path) -> None:
-    """Float32 TFLite with an NHWC ``1xSxSx3`` input (camera-frame layout)."""
+def export_tflite_fp32(model: DemoDetector, path: Path, check_images: np.ndarray) -> None:
+    """Float32 TFLite with an NHWC ``1xSxSx3`` input (camera-frame layout), checked against torch."""
     import litert_torch
+    from ai_edge_litert.interpreter import Interpreter
 
     size = model.input_size
     wrapped = litert_torch.to_channel_last_io(model, args=[0]).eval()
     with _quiet():
         edge_model = litert_torch.convert(wrapped, (torch.rand(1, size, size, 3),))
         edge_model.export(str(path))
+    interp = Interpreter(model_path=str(path))
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        interp.set_tensor(inp, x.transpose(0, 2, 3, 1).copy())
+        interp.invoke()
+        return interp.get_tensor(out)
+
+    _check_parity(model, run, check_images, path)
 
 
 def quantize_tflite_int8(fp32_path: Path, calibration: np.ndarray, path: Path) -> dict[str, object]:
@@ -140,6 +156,20 @@ def _opcode_index(model: object, builtin: int) -> int:
     return len(codes) - 1
 
 
+def _check_parity(model: DemoDetector, run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, path: Path,
+                  tolerance: float = 1e-4) -> None:
+    """A float export must reproduce torch: a silent converter bug would otherwise only show up as lower mAP."""
+    worst = 0.0
+    for img in images:
+        x = img.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x)).numpy()
+        worst = max(worst, float(np.abs(run(x) - expected).max()))
+    if worst > tolerance:
+        raise RuntimeError(f"{path.name}: outputs differ from torch by up to {worst:.3g} (tolerance {tolerance}); "
+                           "the converter produced a wrong graph or wrong weights")
+
+
 def embed_tflite_manifest(path: Path, manifest_json: str) -> None:
     """Append a zip holding ``metadata.json``; the interpreter ignores bytes after the flatbuffer."""
     with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -148,19 +178,21 @@ def embed_tflite_manifest(path: Path, manifest_json: str) -> None:
 
 # ---- ONNX --------------------------------------------------------------------------------------
 
-def export_onnx_fp32(model: DemoDetector, path: Path) -> None:
-    """Static-shape NCHW float ONNX: input ``images`` [1,3,S,S], output ``output0`` [1,4+C,N]."""
-    import onnx
+def export_onnx_fp32(model: DemoDetector, path: Path, check_images: np.ndarray) -> None:
+    """Static-shape NCHW float ONNX: input ``images`` [1,3,S,S], output ``output0`` [1,4+C,N]; checked against torch."""
 
     size = model.input_size
     with _quiet():
         torch.onnx.export(model, (torch.rand(1, 3, size, size),), str(path), input_names=[ONNX_INPUT],
                           output_names=[ONNX_OUTPUT], opset_version=ONNX_OPSET, dynamo=True, external_data=False)
-    proto = onnx.load(str(path))
-    onnx.checker.check_model(proto)
+    proto = _cap_ir_version(path)
     got = ([i.name for i in proto.graph.input], [o.name for o in proto.graph.output])
     if got != ([ONNX_INPUT], [ONNX_OUTPUT]):
         raise RuntimeError(f"ONNX export named its tensors {got}, expected ([{ONNX_INPUT}], [{ONNX_OUTPUT}])")
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    _check_parity(model, lambda x: sess.run(None, {ONNX_INPUT: x})[0], check_images, path)
 
 
 class _CalibrationReader:
@@ -198,15 +230,28 @@ def quantize_onnx_int8(fp32_path: Path, calibration: np.ndarray, path: Path, wor
         quantize_static(str(prep), str(path), _CalibrationReader(calibration), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=excluded)
+    _cap_ir_version(path)
     return {"method": "onnxruntime static PTQ (quantize_static)", "format": "QDQ",
             "weights": "int8 symmetric per-channel", "activations": "int8 per-tensor (MinMax)",
             "calibration_images": len(calibration), "input_type": "float32", "output_type": "float32",
             "float_nodes": excluded}
 
 
-def _decode_nodes(proto: object) -> list[str]:
+def _cap_ir_version(path: Path) -> onnx.ModelProto:
+    """IR 9 (nothing here needs IR 10): the agent allows onnxruntime >= 1.17, which loads at most IR 9."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    if proto.ir_version > MAX_IR_VERSION:
+        proto.ir_version = MAX_IR_VERSION
+        onnx.save(proto, str(path))
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def _decode_nodes(proto: onnx.ModelProto) -> list[str]:
     """Nodes downstream of the last convs: the in-graph box/score decode."""
-    graph = proto.graph  # type: ignore[attr-defined]
+    graph = proto.graph
     producers = {out: node for node in graph.node for out in node.output}
     decode: list[str] = []
     stack = [o.name for o in graph.output]
@@ -232,7 +277,7 @@ def embed_onnx_manifest(path: Path, manifest_json: str) -> None:
 
 
 @contextlib.contextmanager
-def _quiet():  # noqa: ANN202
+def _quiet() -> Iterator[None]:
     """Hide the converters' chatter (stdout/stderr from Python); our own progress stays visible."""
     sink = io.StringIO()
     try:

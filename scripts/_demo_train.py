@@ -22,10 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _demo_data import SceneSet, batches
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
-
-from _demo_data import SceneSet, batches
 
 STRIDE = 8
 WIDTHS = (16, 32, 48, 80)
@@ -87,7 +86,10 @@ def fused_for_export(model: DemoDetector) -> DemoDetector:
             conv, bn = module[0], module[1]
             module[0] = torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)
             module[1] = nn.Identity()
-    return fused
+    # Contiguous weights: litert-torch 0.10.0 keys its constant cache on the data_ptr of a temporary
+    # `.contiguous()` copy, so channels_last weights (from training) can be swapped for another
+    # same-shaped weight whose freed temporary had the same address.
+    return fused.to(memory_format=torch.contiguous_format)
 
 
 # ---- assignment and loss ----------------------------------------------------------------

@@ -183,7 +183,7 @@ class OpenCVSource(FrameSource):
             raise self._fail(
                 f"no permission to open {node}", "add the user to group video (SupplementaryGroups=video under systemd)"
             )
-        cap = cv2.VideoCapture(cfg.device, cv2.CAP_V4L2)
+        cap = cv2.VideoCapture(cfg.device, cv2.CAP_V4L2)  # type: ignore[arg-type]  # int index or /dev path
         if not cap.isOpened():
             cap.release()
             raise self._fail(
@@ -192,7 +192,7 @@ class OpenCVSource(FrameSource):
             )
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # keep one buffer: read the newest frame, not a stale one
         if cfg.fourcc:  # before the size: some cameras only offer large sizes in MJPG
-            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*cfg.fourcc))
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*cfg.fourcc))
         for prop, value in (
             (cv2.CAP_PROP_FRAME_WIDTH, cfg.width),
             (cv2.CAP_PROP_FRAME_HEIGHT, cfg.height),
