@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from agent.errors import ManifestError
+from agent.errors import ManifestError, ModelFileError
 
 MANIFEST_SCHEMA_VERSION = 1
 EMBEDDED_TFLITE_MEMBER = "metadata.json"
@@ -247,7 +247,10 @@ def read_embedded_manifest(model_path: Path) -> ModelManifest | None:
             onnx = None  # type: ignore[assignment]
         if onnx is None:
             return _read_onnx_metadata_via_ort(model_path)
-        model = onnx.load(str(model_path), load_external_data=False)
+        try:
+            model = onnx.load(str(model_path), load_external_data=False)
+        except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
+            raise ModelFileError(f"{model_path} is not a valid ONNX model (truncated or corrupt?): {exc}") from None
         for prop in model.metadata_props:
             if prop.key == EMBEDDED_ONNX_KEY:
                 return parse_manifest(prop.value, f"embedded in {model_path}")
@@ -259,7 +262,10 @@ def _read_onnx_metadata_via_ort(model_path: Path) -> ModelManifest | None:
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+    try:
+        sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own pybind exception types
+        raise ModelFileError(f"{model_path} cannot be loaded by ONNX Runtime (truncated or corrupt?): {exc}") from None
     text = sess.get_modelmeta().custom_metadata_map.get(EMBEDDED_ONNX_KEY)
     return parse_manifest(text, f"embedded in {model_path}") if text else None
 

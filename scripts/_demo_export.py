@@ -29,6 +29,7 @@ ONNX_OPSET = 18  # the torch.onnx (dynamo) exporter's native opset; >= 17 as the
 ONNX_INPUT, ONNX_OUTPUT = "images", "output0"
 MAX_IR_VERSION = 9
 INT8_RECIPE = "static_wi8_ai8"
+HEAD_SCOPE = ".*DetectHead_head.*"  # litert-torch names tensors after the torch module scope
 
 
 # ---- TFLite ------------------------------------------------------------------------------------
@@ -61,24 +62,30 @@ def quantize_tflite_int8(fp32_path: Path, calibration: np.ndarray, path: Path) -
     ``calibration`` holds letterboxed RGB uint8 images ``[K, S, S, 3]``.
     """
     from ai_edge_litert.interpreter import Interpreter
-    from ai_edge_quantizer import quantizer, recipe
+    from ai_edge_quantizer import algorithm_manager, qtyping, quantizer, recipe
 
-    signature = Interpreter(model_path=str(fp32_path)).get_signature_list()["serving_default"]
-    input_name = signature["inputs"][0]
+    input_name = Interpreter(model_path=str(fp32_path)).get_signature_list()["serving_default"]["inputs"][0]
     q = quantizer.Quantizer(str(fp32_path))
     q.load_quantization_recipe(recipe.static_wi8_ai8())
+    # the head (1x1 convs + decode) stays float; measured on this model, an int8 head costs
+    # ~0.05 mAP@0.5:0.95 for ~0.2% of the compute. Only its final output is quantized, once.
+    q.update_quantization_recipe(regex=HEAD_SCOPE, operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                 algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
     samples = [{input_name: img[None].astype(np.float32) / 255.0} for img in calibration]
     with _quiet():
         qsvs = q.calibrate({"serving_default": samples}, num_threads=os.cpu_count() or 1)
-    for name in _input_range_tensors(fp32_path):
+    # exact ranges by construction, not by what the calibration set happened to contain:
+    # input = pixel / 255 in 0..1, output = normalized boxes and sigmoid scores in 0..1
+    for name in [*_input_range_tensors(fp32_path), *_output_range_tensors(fp32_path)]:
         qsvs[name] = {"min": np.zeros(1, np.float32), "max": np.ones(1, np.float32)}
     with _quiet():
         result = q.quantize(qsvs, enable_progress_report=False)
     path.write_bytes(_with_uint8_input(bytes(result.quantized_model)))
     return {"method": "ai-edge-quantizer static PTQ", "recipe": INT8_RECIPE,
             "weights": "int8 symmetric per-channel", "activations": "int8 asymmetric per-tensor (min/max)",
+            "float_ops": "detection head: 1x1 convs and box/score decode (DetectHead)",
             "calibration_images": len(calibration), "input_type": "uint8 (scale 1/255, zero point 0)",
-            "output_type": "int8"}
+            "output_type": "int8 (scale 1/255, zero point -128)"}
 
 
 def _input_range_tensors(fp32_path: Path) -> list[str]:
@@ -93,6 +100,23 @@ def _input_range_tensors(fp32_path: Path) -> list[str]:
         code = model.operatorCodes[op.opcodeIndex]
         if graph_input in list(op.inputs) and _builtin(code) == _op("PAD"):
             names += [sg.tensors[o].name for o in op.outputs]
+    return [n.decode() if isinstance(n, bytes) else n for n in names]
+
+
+def _output_range_tensors(fp32_path: Path) -> list[str]:
+    """The graph output and the tensors that reach it through data-movement ops (they share its range)."""
+    from ai_edge_litert.tools import flatbuffer_utils as fbu
+
+    model = fbu.read_model_from_bytearray(bytearray(fp32_path.read_bytes()))
+    sg = model.subgraphs[0]
+    producers = {int(o): op for op in sg.operators for o in op.outputs}
+    names, tensor = [], int(sg.outputs[0])
+    while True:
+        names.append(sg.tensors[tensor].name)
+        op = producers.get(tensor)
+        if op is None or _builtin(model.operatorCodes[op.opcodeIndex]) not in (_op("RESHAPE"), _op("TRANSPOSE")):
+            break
+        tensor = int(op.inputs[0])
     return [n.decode() if isinstance(n, bytes) else n for n in names]
 
 
@@ -217,7 +241,7 @@ def quantize_onnx_int8(fp32_path: Path, calibration: np.ndarray, path: Path, wor
                        float_head: bool) -> dict[str, object]:
     """ORT static QDQ int8: pre-process, then S8S8 with per-channel weights and MinMax calibration.
 
-    ``float_head`` keeps the decode arithmetic after the head convs (sigmoid, mul, add, concat) in float.
+    ``float_head`` keeps the detection head (its 1x1 convs and the decode arithmetic) in float.
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
@@ -225,7 +249,7 @@ def quantize_onnx_int8(fp32_path: Path, calibration: np.ndarray, path: Path, wor
     prep = workdir / "model.prep.onnx"
     with _quiet():
         quant_pre_process(str(fp32_path), str(prep), skip_symbolic_shape=True)
-    excluded = _decode_nodes(onnx.load(str(prep))) if float_head else []
+    excluded = _head_nodes(onnx.load(str(prep))) if float_head else []
     with _quiet():
         quantize_static(str(prep), str(path), _CalibrationReader(calibration), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
@@ -249,19 +273,20 @@ def _cap_ir_version(path: Path) -> onnx.ModelProto:
     return proto
 
 
-def _decode_nodes(proto: onnx.ModelProto) -> list[str]:
-    """Nodes downstream of the last convs: the in-graph box/score decode."""
+def _head_nodes(proto: onnx.ModelProto) -> list[str]:
+    """The detection head: every node from the output back to (and including) the last convs."""
     graph = proto.graph
     producers = {out: node for node in graph.node for out in node.output}
-    decode: list[str] = []
+    head: list[str] = []
     stack = [o.name for o in graph.output]
     while stack:
         node = producers.get(stack.pop())
-        if node is None or node.op_type == "Conv" or node.name in decode:
+        if node is None or node.name in head:
             continue
-        decode.append(node.name)
-        stack.extend(node.input)
-    return decode
+        head.append(node.name)
+        if node.op_type != "Conv":  # the head's 1x1 convs end the walk; the neck stays int8
+            stack.extend(node.input)
+    return head
 
 
 def embed_onnx_manifest(path: Path, manifest_json: str) -> None:

@@ -7,6 +7,7 @@ Design (why it looks like this):
 - The box decode lives in the graph and is normalized to 0..1 of the input, so boxes and sigmoid
   scores share a 0..1 range in the single ``[1, 4+C, N]`` output and a per-tensor int8 scale fits both.
   Sigmoid-bounded regressions (YOLOv5-style) instead of ``exp`` keep every tensor's range small.
+  The head (1x1 convs + decode) is one module, ``DetectHead``, so int8 exports keep it float by name.
 - Assignment: the centre cell plus the two nearest neighbour cells are positives (YOLOv5-style);
   the offset range ``-0.5..1.5`` cells lets a neighbour reach the centre. BCE on class scores over
   all cells (normalized by positives, like YOLOv8), GIoU on positive boxes.
@@ -36,6 +37,39 @@ class ConvBNReLU(nn.Sequential):
         super().__init__(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
+class DetectHead(nn.Module):
+    """1x1 convs + in-graph decode -> ``[B, 4+C, N]``.
+
+    One module, so int8 exports can find it by name scope and keep it float: it is ~0.2% of the
+    compute, and quantizing it cost ~0.05 mAP@0.5:0.95 (box sizes come out of a 2-channel conv).
+    """
+
+    def __init__(self, channels: int, num_classes: int, input_size: int) -> None:
+        super().__init__()
+        self.xy = nn.Conv2d(channels, 2, 1)
+        self.wh = nn.Conv2d(channels, 2, 1)
+        self.cls = nn.Conv2d(channels, num_classes, 1)
+        nn.init.constant_(self.cls.bias, -math.log((1 - 0.01) / 0.01))  # start at score 0.01: stable BCE
+        g = input_size // STRIDE
+        gy, gx = torch.meshgrid(torch.arange(g, dtype=torch.float32), torch.arange(g, dtype=torch.float32), indexing="ij")
+        # cell offset folded with the -0.5 of the (2*sigmoid - 0.5) regression, already normalized
+        self.register_buffer("grid", (torch.stack([gx, gy])[None] - 0.5) * STRIDE / input_size)
+        self.xy_gain = 2.0 * STRIDE / input_size
+        self.wh_gain = 0.4  # max box side = 40% of the input (largest scene objects are ~30%)
+
+    def boxes(self, f: torch.Tensor) -> torch.Tensor:
+        """Normalized cx, cy, w, h maps ``[B, 4, H, W]``."""
+        s = torch.sigmoid(self.wh(f))
+        return torch.cat([torch.sigmoid(self.xy(f)) * self.xy_gain + self.grid, s * s * self.wh_gain], 1)
+
+    def forward_train(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalized cxcywh boxes ``[B,4,N]`` and class logits ``[B,C,N]`` (logits for a stable BCE)."""
+        return self.boxes(f).flatten(2), self.cls(f).flatten(2)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.boxes(f), torch.sigmoid(self.cls(f))], 1).flatten(2)
+
+
 class DemoDetector(nn.Module):
     """``forward(x: [B,3,S,S] in 0..1) -> [B, 4+C, (S/8)^2]``: cx, cy, w, h (0..1 of input), class scores."""
 
@@ -47,16 +81,7 @@ class DemoDetector(nn.Module):
         self.p3 = nn.Sequential(ConvBNReLU(b, c, 2), ConvBNReLU(c, c))  # stride 8
         self.p4 = nn.Sequential(ConvBNReLU(c, d, 2), ConvBNReLU(d, d), ConvBNReLU(d, d))  # stride 16
         self.neck = nn.Sequential(ConvBNReLU(c + d, c), ConvBNReLU(c, c))
-        self.xy = nn.Conv2d(c, 2, 1)
-        self.wh = nn.Conv2d(c, 2, 1)
-        self.cls = nn.Conv2d(c, num_classes, 1)
-        nn.init.constant_(self.cls.bias, -math.log((1 - 0.01) / 0.01))  # start at score 0.01: stable BCE
-        g = input_size // STRIDE
-        gy, gx = torch.meshgrid(torch.arange(g, dtype=torch.float32), torch.arange(g, dtype=torch.float32), indexing="ij")
-        # cell offset folded with the -0.5 of the (2*sigmoid - 0.5) regression, already normalized
-        self.register_buffer("grid", (torch.stack([gx, gy])[None] - 0.5) * STRIDE / input_size)
-        self.xy_gain = 2.0 * STRIDE / input_size
-        self.wh_gain = 0.4  # max box side = 40% of the input (largest scene objects are ~30%)
+        self.head = DetectHead(c, num_classes, input_size)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         p3 = self.p3(self.stem(x))
@@ -64,18 +89,10 @@ class DemoDetector(nn.Module):
         return self.neck(torch.cat([p3, F.interpolate(p4, scale_factor=2.0, mode="nearest")], 1))
 
     def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalized cxcywh boxes ``[B,4,N]`` and class logits ``[B,C,N]`` (logits for a stable BCE)."""
-        f = self.features(x)
-        s = torch.sigmoid(self.wh(f))
-        xy = torch.sigmoid(self.xy(f)) * self.xy_gain + self.grid
-        boxes = torch.cat([xy, s * s * self.wh_gain], 1)
-        return boxes.flatten(2), self.cls(f).flatten(2)
+        return self.head.forward_train(self.features(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.features(x)
-        s = torch.sigmoid(self.wh(f))
-        xy = torch.sigmoid(self.xy(f)) * self.xy_gain + self.grid
-        return torch.cat([xy, s * s * self.wh_gain, torch.sigmoid(self.cls(f))], 1).flatten(2)
+        return self.head(self.features(x))
 
 
 def fused_for_export(model: DemoDetector) -> DemoDetector:

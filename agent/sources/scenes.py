@@ -22,6 +22,7 @@ class GroundTruth:
     class_id: int
     label: str
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
+    occluded: bool = False  # a shape drawn later covers a good part of this one
 
 
 @dataclass(slots=True)
@@ -172,8 +173,12 @@ class MovingScene:
     def render(self, out: np.ndarray) -> list[GroundTruth]:
         np.copyto(out, self._background)
         truths = []
+        for i, shape in enumerate(self._shapes):
+            hidden = any(
+                _overlap_of_smaller(shape, later) > 0.25 and later.size >= shape.size * 0.5 for later in self._shapes[i + 1 :]
+            )
+            truths.append(GroundTruth(shape.class_id, CLASSES[shape.class_id], _draw(out, shape), hidden))
         for shape in self._shapes:
-            truths.append(GroundTruth(shape.class_id, CLASSES[shape.class_id], _draw(out, shape)))
             self._advance(shape)
         return truths
 

@@ -56,6 +56,8 @@ def _recall(results: list[DetectionResult], truths: dict[int, list]) -> float:
     hits = total = 0
     for r in results:
         for gt in truths[r.frame_id]:
+            if gt.occluded:  # moving shapes pass in front of each other; the hidden one may be unrecognisable
+                continue
             total += 1
             boxes = [(d.box.x1, d.box.y1, d.box.x2, d.box.y2) for d in r.detections if d.class_id == gt.class_id]
             if boxes and iou(np.array([gt.box], np.float32), np.array(boxes, np.float32)).max() >= 0.5:
@@ -83,7 +85,7 @@ def test_synthetic_run_finds_the_shapes(variant: str, overlap: bool) -> None:
     assert sink.flushed and stats.frames == len(sink.results) > 10
     ids = [r.frame_id for r in sink.results]
     assert ids == sorted(ids) and len(set(ids)) == len(ids), "one result per frame, in order"
-    assert _recall(sink.results, truths) >= 0.8
+    assert _recall(sink.results, truths) >= 0.9
     r = sink.results[-1]
     assert r.model.name == detector.ref.name and r.model.sha256 and r.frame_width == 640
     t = r.timings
@@ -108,7 +110,7 @@ def test_overlapped_and_sequential_agree(tmp_path: Path) -> None:
 def test_failing_sink_is_counted_and_others_still_get_every_result() -> None:
     detector = load_detector(demo_model_path("tflite-int8"), BackendOptions(threads=1))
     bad, good = CollectingSink(fail_every=3), CollectingSink()
-    stats = Pipeline(detector, SyntheticSource(SyntheticConfig(fps=0, frames=30)), [bad, good], max_frames=30).run()
+    stats = Pipeline(detector, SyntheticSource(SyntheticConfig(fps=0)), [bad, good], max_frames=30).run()
     detector.close()
     assert len(good.results) == stats.frames == 30
     assert stats.sink_errors == 10
@@ -141,7 +143,8 @@ def test_detector_swap_between_frames(tmp_path: Path) -> None:
 def test_jsonl_sink_writes_valid_results(tmp_path: Path) -> None:
     out = tmp_path / "results.jsonl"
     detector = load_detector(demo_model_path("tflite-int8"), BackendOptions(threads=1))
-    Pipeline(detector, SyntheticSource(SyntheticConfig(fps=0, frames=15)), [JsonlSink(JsonlSinkConfig(path=str(out)))]).run()
+    sink = JsonlSink(JsonlSinkConfig(path=str(out)))
+    Pipeline(detector, SyntheticSource(SyntheticConfig(fps=0)), [sink], max_frames=15).run()
     detector.close()
     lines = out.read_text().splitlines()
     results = [DetectionResult.model_validate_json(line) for line in lines if '"frame_id"' in line]
