@@ -19,13 +19,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
+import numpy as np
+
 from agent.backends.base import Backend
 from agent.detector import Detector
 from agent.errors import SourceEnded
 from agent.preprocess import Letterbox
 from agent.schema import DetectionResult, StageTimings
 from agent.sinks.base import Sink
-from agent.sources.base import FrameFeed, FrameSource, make_feed
+from agent.sources.base import FrameFeed, FrameSource, PixelFormat, make_feed
 from agent.stats import LatencyHistogram, RateMeter
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,15 @@ class PipelineStats:
 
 
 FrameHook = Callable[[DetectionResult], None]
+SnapshotCallback = Callable[[np.ndarray, DetectionResult], None]
+
+
+_TO_BGR = {PixelFormat.RGB: cv2.COLOR_RGB2BGR, PixelFormat.GRAY: cv2.COLOR_GRAY2BGR, PixelFormat.YUV420: cv2.COLOR_YUV2BGR_I420}
+
+
+def to_bgr(image: np.ndarray, fmt: PixelFormat) -> np.ndarray:
+    """A BGR copy of a frame (for snapshots; never on the per-frame path)."""
+    return image.copy() if fmt is PixelFormat.BGR else cv2.cvtColor(image, _TO_BGR[fmt])
 
 
 @dataclass(slots=True)
@@ -79,6 +91,7 @@ class _InFlight:
     wait_ms: float
     preprocess_ms: float
     invoke_ms: float = 0.0
+    snapshot: np.ndarray | None = None  # a BGR copy of the frame, only when one was requested
 
 
 class Pipeline:
@@ -117,6 +130,8 @@ class Pipeline:
         self._deadline: float | None = None
         self._fetched = 0
         self._ended = False
+        self._snapshot_requests: list[SnapshotCallback] = []
+        self._snapshot_lock = threading.Lock()
 
     # ---- control (any thread) ------------------------------------------------------
     def request_stop(self) -> None:
@@ -131,6 +146,14 @@ class Pipeline:
         """Use ``detector`` from the next frame on; frames in flight finish on the old one."""
         with self._swap_lock:
             self._pending_detector = detector
+
+    def request_snapshot(self, callback: SnapshotCallback) -> None:
+        """Call ``callback(bgr_image, result)`` with the next frame and its result (any thread).
+
+        Only then is a frame copied: the hot path never keeps frames otherwise.
+        """
+        with self._snapshot_lock:
+            self._snapshot_requests.append(callback)
 
     def emit_event(self, kind: str, data: dict[str, Any]) -> None:
         for sink in self.sinks:
@@ -147,7 +170,7 @@ class Pipeline:
         self._feed = make_feed(self.source, on_event=self.emit_event)
         self._feed.start()
         for sink in self.sinks:
-            sink.start(self.stats)
+            sink.start(self)
         self._deadline = None if self.duration_s is None else time.monotonic() + self.duration_s
         try:
             if self.overlap and self.detector.backend.delegate_in_use is None:
@@ -224,6 +247,7 @@ class Pipeline:
         if frame is None:
             return None
         t1 = clock()
+        snapshot = to_bgr(frame.image, frame.pixel_format) if self._snapshot_requests else None
         try:
             geo = detector.preprocess(frame.image, frame.pixel_format, frame.width, frame.height, ctx)
         finally:
@@ -240,6 +264,7 @@ class Pipeline:
             geo,
             (t1 - t0) / 1e6,
             (t2 - t1) / 1e6,
+            snapshot=snapshot,
         )
 
     @staticmethod
@@ -283,6 +308,17 @@ class Pipeline:
         self._record(timings, sink_ms, len(detections))
         for hook in self.frame_hooks:
             hook(result)
+        if job.snapshot is not None:
+            self._deliver_snapshot(job.snapshot, result)
+
+    def _deliver_snapshot(self, image: np.ndarray, result: DetectionResult) -> None:
+        with self._snapshot_lock:
+            callbacks, self._snapshot_requests = self._snapshot_requests, []
+        for callback in callbacks:
+            try:
+                callback(image, result)
+            except Exception as exc:  # noqa: BLE001 - a snapshot consumer must not stop inference
+                log.error("snapshot callback failed: %s", exc)
 
     def _record(self, t: StageTimings, sink_ms: float, n_detections: int) -> None:
         lat = self.stats.latency

@@ -94,8 +94,9 @@ class OnnxRunner:
         self._out = self._sess.get_outputs()[0]
 
     def describe(self) -> tuple[TensorDescription, TensorDescription]:
-        def d(t) -> TensorDescription:
-            return TensorDescription(t.name, tuple(t.shape), t.type.removeprefix("tensor(").removesuffix(")"))
+        def d(t) -> TensorDescription:  # an onnxruntime NodeArg; "tensor(float)" -> "float32" like numpy
+            onnx_type = t.type.removeprefix("tensor(").removesuffix(")")
+            return TensorDescription(t.name, tuple(t.shape), _ONNX_DTYPES.get(onnx_type, onnx_type))
 
         return d(self._in), d(self._out)
 
@@ -107,6 +108,7 @@ class OnnxRunner:
 
 
 Runner = Callable[[np.ndarray], tuple[np.ndarray, float]]
+_ONNX_DTYPES = {"float": "float32", "double": "float64", "float16": "float16", "uint8": "uint8", "int8": "int8"}
 
 
 def nms_class_aware(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float) -> np.ndarray:

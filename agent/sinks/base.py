@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from agent.schema import DetectionResult
 
 if TYPE_CHECKING:
-    from agent.pipeline import PipelineStats
+    from agent.pipeline import Pipeline
 
 
 class SinkConfigBase(BaseModel):
@@ -26,8 +26,12 @@ class Sink(ABC):
     def __init__(self, config: SinkConfigBase) -> None:
         self.config = config
 
-    def start(self, stats: PipelineStats) -> None:  # noqa: B027 - optional hook
-        """Called once before the first result, with the pipeline's live statistics."""
+    def start(self, pipeline: Pipeline) -> None:  # noqa: B027 - optional hook
+        """Called once before the first result, with the running pipeline.
+
+        A sink may keep it to read ``pipeline.stats``, change the detector's thresholds,
+        ask for a snapshot (``pipeline.request_snapshot``) or emit events.
+        """
 
     @abstractmethod
     def emit(self, result: DetectionResult) -> None:

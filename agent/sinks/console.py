@@ -20,7 +20,7 @@ from agent.schema import DetectionResult
 from agent.sinks.base import Sink, SinkConfigBase
 
 if TYPE_CHECKING:
-    from agent.pipeline import PipelineStats
+    from agent.pipeline import Pipeline, PipelineStats
 
 
 class ConsoleSinkConfig(SinkConfigBase):
@@ -42,8 +42,8 @@ class ConsoleSink(Sink):
         self._stats: PipelineStats | None = None
         self._live: Live | None = None
 
-    def start(self, stats: PipelineStats) -> None:
-        self._stats = stats
+    def start(self, pipeline: Pipeline) -> None:
+        self._stats = pipeline.stats
         self._live = Live(self, console=self._console, refresh_per_second=self.config.refresh_per_second, transient=False)
         self._live.start()
 

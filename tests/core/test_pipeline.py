@@ -175,3 +175,21 @@ def test_sigterm_finishes_the_frame_flushes_and_exits_zero(tmp_path: Path) -> No
     frames = [p for p in parsed if "frame_id" in p]
     assert len(frames) >= 10
     assert f"stopped after {len(frames)} frames" in stderr
+
+
+def test_snapshot_delivers_a_copy_of_the_next_frame_with_its_result() -> None:
+    detector = load_detector(demo_model_path("tflite-int8"), BackendOptions(threads=1))
+    got: list[tuple[np.ndarray, DetectionResult]] = []
+    pipeline = Pipeline(detector, SyntheticSource(SyntheticConfig(fps=100)), [], max_frames=20)
+
+    def hook(result: DetectionResult) -> None:
+        if result.frame_id == 5 or (len(got) == 0 and result.frame_id > 5):
+            pipeline.request_snapshot(lambda image, res: got.append((image, res)))
+
+    pipeline.frame_hooks.append(hook)
+    pipeline.run()
+    detector.close()
+    assert len(got) >= 1
+    image, result = got[0]
+    assert image.shape == (480, 640, 3) and image.dtype == np.uint8 and image.flags.owndata
+    assert result.detections and result.frame_id > 5
