@@ -136,7 +136,8 @@ def batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.nd
 
 def coco_ground_truth(truths: list[list[GroundTruth]], file_names: list[str] | None = None) -> dict[str, object]:
     """COCO detection ground truth (bbox = x, y, w, h in frame pixels); image ids start at 1."""
-    images, annotations = [], []
+    images: list[dict[str, object]] = []
+    annotations: list[dict[str, object]] = []
     for i, gts in enumerate(truths):
         name = file_names[i] if file_names else f"{i:06d}.jpg"
         images.append({"id": i + 1, "file_name": name, "width": FRAME_W, "height": FRAME_H})

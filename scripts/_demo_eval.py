@@ -252,6 +252,12 @@ def write_selftest(scenes: SceneSet, folder: Path, count: int, budget_bytes: int
     (folder / "labels.json").write_text(json.dumps(labels, indent=1) + "\n")
     in_size = scenes.images.shape[1]
     lb = letterbox_geometry(FRAME_W, FRAME_H, in_size, in_size)
-    decoded = [cv2.imread(str(folder / n), cv2.IMREAD_COLOR) for n in names]
-    images = np.stack([letterbox_rgb(f, lb) for f in decoded])
+    images = np.stack([letterbox_rgb(_read_jpeg(folder / n), lb) for n in names])
     return SceneSet(images, scenes.boxes[:count], scenes.truths[:count])
+
+
+def _read_jpeg(path: Path) -> np.ndarray:
+    frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if frame is None:
+        raise RuntimeError(f"cannot read back the self-test frame {path}")
+    return frame
