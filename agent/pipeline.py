@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,7 @@ class PipelineStats:
         }
 
 
+GIL_SWITCH_INTERVAL_S = 0.0005
 FrameHook = Callable[[DetectionResult], None]
 SnapshotCallback = Callable[[np.ndarray, DetectionResult], None]
 
@@ -75,6 +77,41 @@ _TO_BGR = {PixelFormat.RGB: cv2.COLOR_RGB2BGR, PixelFormat.GRAY: cv2.COLOR_GRAY2
 def to_bgr(image: np.ndarray, fmt: PixelFormat) -> np.ndarray:
     """A BGR copy of a frame (for snapshots; never on the per-frame path)."""
     return image.copy() if fmt is PixelFormat.BGR else cv2.cvtColor(image, _TO_BGR[fmt])
+
+
+class _SideWorker:
+    """One thread running ``fn`` jobs handed over through C-level queues (cheaper than an executor)."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self._fn = fn
+        self._jobs: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._results: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="pipeline-side", daemon=True)
+
+    def __enter__(self) -> _SideWorker:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._jobs.put(None)
+        self._thread.join()
+
+    def submit(self, *args: Any) -> _SideWorker:
+        self._jobs.put(args)
+        return self
+
+    def result(self) -> Any:
+        ok, value = self._results.get()
+        if not ok:
+            raise value
+        return value
+
+    def _loop(self) -> None:
+        while (args := self._jobs.get()) is not None:
+            try:
+                self._results.put((True, self._fn(*args)))
+            except BaseException as exc:  # noqa: BLE001 - handed to the inference thread, which re-raises it
+                self._results.put((False, exc))
 
 
 @dataclass(slots=True)
@@ -172,12 +209,17 @@ class Pipeline:
         for sink in self.sinks:
             sink.start(self)
         self._deadline = None if self.duration_s is None else time.monotonic() + self.duration_s
+        switch_interval = sys.getswitchinterval()
         try:
             if self.overlap and self.detector.backend.delegate_in_use is None:
+                # The side thread holds the GIL while invoke runs; when invoke returns, the
+                # inference thread should get it back within 0.5 ms, not CPython's default 5.
+                sys.setswitchinterval(min(switch_interval, GIL_SWITCH_INTERVAL_S))
                 self._run_overlapped()
             else:
                 self._run_sequential()
         finally:
+            sys.setswitchinterval(switch_interval)
             self._shutdown()
         return self.stats
 
@@ -210,11 +252,11 @@ class Pipeline:
         cur, other = detector.contexts(2)
         job_cur = self._fetch(detector, cur) if self._want_more() else None
         job_other: _InFlight | None = None  # invoked in ``other``, not yet decoded
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline-side") as side:
+        with _SideWorker(self._side_work) as side:
             while job_cur is not None or job_other is not None or self._want_more():
                 swapping = self._pending_detector is not None
                 fetch = self._want_more() and not swapping
-                work = side.submit(self._side_work, detector, other, job_other, fetch)
+                work = side.submit(detector, other, job_other, fetch)
                 if job_cur is not None:
                     self._invoke(detector, cur, job_cur)
                 job_next = work.result()  # re-raises anything the side thread hit

@@ -69,10 +69,34 @@ class LatencyHistogram:
             "max": self.max if self.count else None,
         }
 
+    def bucket_counts(self) -> list[int]:
+        """A copy of the per-bucket counts; the difference of two copies is the window between them."""
+        with self._lock:
+            return list(self._counts)
+
     def reset(self) -> None:
         with self._lock:
             self._counts = [0] * (len(_EDGES) + 1)
             self.count, self.total, self.min, self.max = 0, 0.0, math.inf, 0.0
+
+
+def window_summary(before: list[int], after: list[int]) -> dict[str, float | None]:
+    """p50/p95/p99/max (bucket upper edges, ms) and count of the samples recorded between two ``bucket_counts``."""
+    window = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(window)
+    out: dict[str, float | None] = {"p50": None, "p95": None, "p99": None, "max": None, "count": float(total)}
+    if not total:
+        return out
+    last = max(i for i, n in enumerate(window) if n)
+    out["max"] = _EDGES[min(last, len(_EDGES) - 1)]
+    for q, key in ((50, "p50"), (95, "p95"), (99, "p99")):
+        rank, seen = max(1, math.ceil(q / 100 * total)), 0
+        for i, n in enumerate(window):
+            seen += n
+            if seen >= rank:
+                out[key] = _EDGES[min(i, len(_EDGES) - 1)]
+                break
+    return out
 
 
 class RateMeter:

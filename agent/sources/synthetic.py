@@ -13,11 +13,12 @@ import logging
 import time
 from typing import Literal
 
+import numpy as np
 from pydantic import Field
 
 from agent.errors import SourceEnded
 from agent.sources.base import DeadlinePacer, Frame, FramePool, FrameSource, PixelFormat, SourceConfigBase, now_stamps
-from agent.sources.scenes import MovingScene
+from agent.sources.scenes import GroundTruth, MovingScene
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +30,19 @@ class SyntheticConfig(SourceConfigBase):
     width: int = Field(640, ge=32, le=4096, description="Frame width in pixels.")
     height: int = Field(480, ge=32, le=4096, description="Frame height in pixels.")
     fps: float = Field(
-        15.0, ge=0.0, le=1000.0, description="Frames per second on the source's own clock; 0 = as fast as possible."
+        15.0, ge=0.0, le=10000.0, description="Frames per second on the source's own clock; 0 = as fast as possible."
     )
     objects: int = Field(4, ge=0, le=32, description="How many moving shapes each frame shows (fewer if they don't fit).")
     seed: int = Field(0, description="Random seed: the same seed gives the same background and motion.")
     speed: float = Field(3.0, ge=0.0, le=100.0, description="How far shapes move per frame, in pixels.")
     frames: int | None = Field(None, ge=1, description="Stop after this many frames; unset = run forever.")
+    replay: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="0 = draw every frame live; N = draw N frames once and replay them in a loop "
+        "(a cheap camera: benchmarks use it so the source costs almost nothing).",
+    )
     buffers: int = Field(
         4, ge=2, le=16, description="Recycled frame buffers (one being drawn, one waiting, one in inference, spare)."
     )
@@ -53,6 +61,7 @@ class SyntheticSource(FrameSource):
         self._pool: FramePool | None = None
         self._pacer = DeadlinePacer(config.fps)
         self._produced = 0
+        self._reel: list[tuple[np.ndarray, list[GroundTruth]]] = []
 
     @property
     def live(self) -> bool:
@@ -63,6 +72,9 @@ class SyntheticSource(FrameSource):
         if self._scene is None:  # a reopen keeps the scene moving where it was
             self._scene = MovingScene(cfg.width, cfg.height, seed=cfg.seed, objects=cfg.objects, speed=cfg.speed)
             self._pool = FramePool((cfg.height, cfg.width, 3), count=cfg.buffers)
+            for _ in range(cfg.replay):  # drawn once, up front; replayed with one copy per frame
+                image = np.empty((cfg.height, cfg.width, 3), np.uint8)
+                self._reel.append((image, self._scene.render(image)))
         self._pacer.reset()
 
     def read(self) -> Frame:
@@ -81,7 +93,11 @@ class SyntheticSource(FrameSource):
             if not self._pacer.period_ns:
                 time.sleep(0.001)  # unpaced: don't spin while waiting for a buffer
         stamps = now_stamps()  # the "exposure" moment; drawing time counts as capture latency
-        truths = self._scene.render(buf)  # draws in place: no frame-sized allocation
+        if self._reel:
+            image, truths = self._reel[self._produced % len(self._reel)]
+            np.copyto(buf, image)
+        else:
+            truths = self._scene.render(buf)  # draws in place: no frame-sized allocation
         self._produced += 1
         return Frame(
             image=buf,

@@ -1,0 +1,267 @@
+"""The durable outbox: every detection, event and telemetry message, committed before it is sent.
+
+A SQLite file (sqlite-utils, WAL) owned by ONE thread, the forwarder; nothing else writes it.
+A row is inserted (and committed) before the message is handed to the MQTT client and deleted
+only when the broker's PUBACK arrives, so a message survives a broker outage, a crash and a
+restart, and is delivered at least once. Each row's ``id`` is the message's ``seq``:
+AUTOINCREMENT never reuses an id, so ``<device_id>/<outbox_id>/<seq>`` is unique for the life of
+the file (``outbox_id`` is random per file, so a deleted file cannot repeat ids either).
+
+Bounds (rows, payload bytes, age) hold during an outage: when full, telemetry goes first, then
+the oldest detections, events last; every dropped row is counted by reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from agent.sinks.mqtt.payloads import envelope_json
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "1"
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+class Kind(IntEnum):
+    """Message kinds, in drop order: the lowest value goes first when the outbox is full."""
+
+    TELEMETRY = 0
+    DETECTION = 1
+    EVENT = 2
+
+
+KIND_NAMES = {Kind.TELEMETRY: "telemetry", Kind.DETECTION: "detection", Kind.EVENT: "event"}
+DROP_REASONS = ("telemetry", "detection", "event", "expired", "handoff", "write_error", "rejected")
+
+
+@dataclass(slots=True)
+class NewMessage:
+    """A message on its way into the outbox; ``body`` is the JSON members that follow the envelope's."""
+
+    kind: Kind
+    topic: str
+    body: str
+    capture_ns: int | None = None  # CLOCK_MONOTONIC of the frame (detections), for capture-to-ack latency
+
+
+@dataclass(slots=True)
+class OutboxRow:
+    id: int
+    kind: Kind
+    topic: str
+    payload: bytes
+    created: float
+    capture_ns: int | None
+
+
+@dataclass
+class OutboxCounters:
+    inserted: int = 0
+    deleted_acked: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
+    write_failures: int = 0  # failed transactions (each may hold many messages)
+    last_write_error: str | None = None
+
+
+class OutboxWriteError(Exception):
+    """Rows could not be committed (disk full, I/O error); ``rows`` were built and numbered, not stored."""
+
+    def __init__(self, cause: sqlite3.Error, rows: list[OutboxRow]) -> None:
+        super().__init__(str(cause))
+        self.rows = rows
+
+
+class OutboxStore:
+    """Storage and drop policy; no threads, no network (the forwarder drives it)."""
+
+    def __init__(
+        self,
+        path: Path,
+        device_id: str,
+        *,
+        max_rows: int,
+        max_bytes: int,
+        max_age_s: float = 0.0,
+        synchronous: str = "NORMAL",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = path
+        self.device_id = device_id
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
+        self.clock = clock
+        self.counters = OutboxCounters()
+        self.recovered_corrupt: Path | None = None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = self._open(path, synchronous)
+        except sqlite3.DatabaseError as exc:  # not a database / malformed: keep it for inspection, start afresh
+            aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+            log.error("outbox %s is unreadable (%s); moved to %s and starting empty", path, exc, aside)
+            for suffix in ("", "-wal", "-shm"):
+                src = Path(f"{path}{suffix}")
+                if src.exists():
+                    src.replace(Path(f"{aside}{suffix}"))
+            self.recovered_corrupt = aside
+            self.db = self._open(path, synchronous)
+        self.outbox_id = self._meta("outbox_id") or self._set_meta("outbox_id", secrets.token_hex(4))
+        self._forget_stale_clock()
+        seq = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        self._next_seq = (seq[0] if seq else 0) + 1
+        self.rows = 0
+        self.bytes = 0
+        self._kind_rows = dict.fromkeys(Kind, 0)
+        for kind, n, size in self.db.execute("SELECT kind, count(*), coalesce(sum(length(payload)), 0) FROM outbox GROUP BY kind"):
+            self._kind_rows[Kind(kind)] = n
+            self.rows += n
+            self.bytes += size
+
+    @staticmethod
+    def _open(path: Path, synchronous: str) -> Database:
+        # created here, used only by the forwarder thread from then on: one writer, handed over once
+        db = Database(sqlite3.connect(str(path), check_same_thread=False))
+        db.execute("PRAGMA busy_timeout = 5000")
+        if db.journal_mode != "wal":
+            db.enable_wal()
+        db.execute(f"PRAGMA synchronous = {'FULL' if synchronous == 'FULL' else 'NORMAL'}")
+        with db.atomic():
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, kind INTEGER NOT NULL, "
+                "topic TEXT NOT NULL, payload BLOB NOT NULL, created REAL NOT NULL, capture_ns INTEGER)"
+            )
+            db.execute("CREATE INDEX IF NOT EXISTS outbox_kind ON outbox (kind, id)")
+            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", [SCHEMA_VERSION])
+        return db
+
+    def _meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: str) -> str:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [key, value])
+        return value
+
+    def _forget_stale_clock(self) -> None:
+        """Monotonic capture stamps mean nothing after a reboot: drop them when the boot id changed."""
+        try:
+            boot = _BOOT_ID.read_text().strip()
+        except OSError:
+            return
+        if self._meta("boot_id") != boot:
+            with self.db.atomic():
+                self.db.execute("UPDATE outbox SET capture_ns = NULL WHERE capture_ns IS NOT NULL")
+                self._set_meta("boot_id", boot)
+
+    # ---- writing ------------------------------------------------------------------
+    def append(self, messages: Sequence[NewMessage]) -> list[OutboxRow]:
+        """Number, wrap and commit ``messages`` in one transaction, then enforce the bounds.
+
+        Raises :class:`OutboxWriteError` (carrying the built rows) when the commit fails.
+        """
+        now = self.clock()
+        rows = []
+        for m in messages:
+            seq = self._next_seq
+            self._next_seq += 1
+            msg_id = f"{self.device_id}/{self.outbox_id}/{seq}"
+            payload = envelope_json(msg_id, seq, self.device_id, now, m.body).encode()
+            rows.append(OutboxRow(seq, m.kind, m.topic, payload, now, m.capture_ns))
+        try:
+            with self.db.atomic():
+                self.db.conn.executemany(
+                    "INSERT INTO outbox (id, kind, topic, payload, created, capture_ns) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(r.id, int(r.kind), r.topic, r.payload, r.created, r.capture_ns) for r in rows],
+                )
+        except sqlite3.Error as exc:
+            self.counters.write_failures += 1
+            self.counters.last_write_error = str(exc)
+            raise OutboxWriteError(exc, rows) from exc
+        self.counters.inserted += len(rows)
+        for r in rows:
+            self._kind_rows[r.kind] += 1
+            self.rows += 1
+            self.bytes += len(r.payload)
+        self.enforce_bounds()
+        return rows
+
+    def _delete_returning(self, where: str, args: Iterable[Any]) -> list[tuple[int, int, int]]:
+        with self.db.atomic():
+            gone = self.db.conn.execute(f"DELETE FROM outbox WHERE {where} RETURNING id, kind, length(payload)", list(args)).fetchall()
+        for _, kind, size in gone:
+            self._kind_rows[Kind(kind)] -= 1
+            self.rows -= 1
+            self.bytes -= size
+        return gone
+
+    def delete(self, ids: Sequence[int]) -> int:
+        """Delete acknowledged rows (ids that are already gone are ignored)."""
+        deleted = 0
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            deleted += len(self._delete_returning(f"id IN ({','.join('?' * len(chunk))})", chunk))
+        self.counters.deleted_acked += deleted
+        return deleted
+
+    def enforce_bounds(self) -> None:
+        """Drop rows until within max_rows and max_bytes: telemetry first, then oldest detections, events last."""
+        for kind in Kind:
+            while (self.rows > self.max_rows or self.bytes > self.max_bytes) and self._kind_rows[kind] > 0:
+                over_rows = self.rows - self.max_rows
+                # bytes over: guess rows to drop from the average size, at least one
+                avg = max(self.bytes // max(self.rows, 1), 1)
+                over_bytes = -(-(self.bytes - self.max_bytes) // avg) if self.bytes > self.max_bytes else 0
+                n = max(over_rows, over_bytes, 1)
+                gone = self._delete_returning(
+                    "id IN (SELECT id FROM outbox WHERE kind = ? ORDER BY id LIMIT ?)", [int(kind), min(n, 5000)]
+                )
+                self.counters.dropped[KIND_NAMES[kind]] += len(gone)
+                if gone:
+                    log.warning("outbox full: dropped %d oldest %s message(s)", len(gone), KIND_NAMES[kind])
+
+    def expire(self) -> int:
+        """Drop rows older than ``max_age_s`` (counted as expired)."""
+        if self.max_age_s <= 0 or self.rows == 0:
+            return 0
+        gone = self._delete_returning("created < ?", [self.clock() - self.max_age_s])
+        self.counters.dropped["expired"] += len(gone)
+        if gone:
+            log.warning("outbox: dropped %d message(s) older than %.0f s", len(gone), self.max_age_s)
+        return len(gone)
+
+    # ---- reading ------------------------------------------------------------------
+    def fetch_after(self, cursor: int, limit: int) -> list[OutboxRow]:
+        """The next ``limit`` rows with id > ``cursor``, oldest first."""
+        cur = self.db.conn.execute(
+            "SELECT id, kind, topic, payload, created, capture_ns FROM outbox WHERE id > ? ORDER BY id LIMIT ?", [cursor, limit]
+        )
+        return [OutboxRow(i, Kind(k), t, bytes(p), c, n) for i, k, t, p, c, n in cur.fetchall()]
+
+    def has_after(self, cursor: int) -> bool:
+        return self.db.conn.execute("SELECT 1 FROM outbox WHERE id > ? LIMIT 1", [cursor]).fetchone() is not None
+
+    def oldest_created(self) -> float | None:
+        row = self.db.conn.execute("SELECT created FROM outbox ORDER BY id LIMIT 1").fetchone()
+        return row[0] if row else None
+
+    def kind_rows(self) -> dict[str, int]:
+        return {KIND_NAMES[k]: n for k, n in self._kind_rows.items()}
+
+    def close(self) -> None:
+        try:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            log.warning("outbox checkpoint at close failed: %s", exc)
+        self.db.close()
