@@ -10,7 +10,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_ruff() -> None:
-    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "agent", "tests", "scripts"], cwd=REPO, capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "ruff", "check", "agent", "tests", "scripts"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
