@@ -79,41 +79,6 @@ def to_bgr(image: np.ndarray, fmt: PixelFormat) -> np.ndarray:
     return image.copy() if fmt is PixelFormat.BGR else cv2.cvtColor(image, _TO_BGR[fmt])
 
 
-class _SideWorker:
-    """One thread running ``fn`` jobs handed over through C-level queues (cheaper than an executor)."""
-
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        self._fn = fn
-        self._jobs: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-        self._results: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name="pipeline-side", daemon=True)
-
-    def __enter__(self) -> _SideWorker:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._jobs.put(None)
-        self._thread.join()
-
-    def submit(self, *args: Any) -> _SideWorker:
-        self._jobs.put(args)
-        return self
-
-    def result(self) -> Any:
-        ok, value = self._results.get()
-        if not ok:
-            raise value
-        return value
-
-    def _loop(self) -> None:
-        while (args := self._jobs.get()) is not None:
-            try:
-                self._results.put((True, self._fn(*args)))
-            except BaseException as exc:  # noqa: BLE001 - handed to the inference thread, which re-raises it
-                self._results.put((False, exc))
-
-
 @dataclass(slots=True)
 class _InFlight:
     """A frame whose pixels are in a context's input memory, on its way to a result."""
@@ -248,32 +213,79 @@ class Pipeline:
                 self._finish(self.detector, ctx, job)
 
     def _run_overlapped(self) -> None:
-        detector = self.detector
-        cur, other = detector.contexts(2)
-        job_cur = self._fetch(detector, cur) if self._want_more() else None
-        job_other: _InFlight | None = None  # invoked in ``other``, not yet decoded
-        with _SideWorker(self._side_work) as side:
-            while job_cur is not None or job_other is not None or self._want_more():
-                swapping = self._pending_detector is not None
-                fetch = self._want_more() and not swapping
-                work = side.submit(detector, other, job_other, fetch)
-                if job_cur is not None:
-                    self._invoke(detector, cur, job_cur)
-                job_next = work.result()  # re-raises anything the side thread hit
-                job_other, job_cur = job_cur, job_next
-                cur, other = other, cur
-                if swapping and job_cur is None and job_other is None:
-                    self._take_swap()
-                    detector = self.detector
-                    cur, other = detector.contexts(2)
-                    job_cur = self._fetch(detector, cur) if self._want_more() else None
-                elif job_cur is None and job_other is None and not self._want_more():
-                    break
+        """Three stages on three threads, linked by queues, with two execution contexts.
 
-    def _side_work(self, detector: Detector, ctx: Backend, done: _InFlight | None, fetch: bool) -> _InFlight | None:
-        if done is not None:
-            self._finish(detector, ctx, done)
-        return self._fetch(detector, ctx) if fetch else None
+        filler: wait for a frame, preprocess it into a free context -> ``ready``
+        this thread: invoke the ready context (GIL released) -> ``invoked``
+        decoder: decode, build the result, run the sinks -> the context is free again
+
+        A frame's result is decoded as soon as its invoke ends (no waiting for the next
+        frame), results leave in frame order (one decoder), and at most two frames are in
+        flight. A detector swap drains both contexts, then starts over with the new one.
+        """
+        while True:
+            self._run_epoch(self.detector)
+            if self._pending_detector is None or not self._want_more():
+                return
+            self._take_swap()
+
+    def _run_epoch(self, detector: Detector) -> None:
+        free: queue.SimpleQueue[Backend] = queue.SimpleQueue()
+        ready: queue.SimpleQueue[tuple[Backend, _InFlight] | BaseException | None] = queue.SimpleQueue()
+        invoked: queue.SimpleQueue[tuple[Backend, _InFlight] | None] = queue.SimpleQueue()
+        for ctx in detector.contexts(2):
+            free.put(ctx)
+        failures: list[BaseException] = []
+        epoch_over = threading.Event()
+
+        def filling() -> bool:
+            return not epoch_over.is_set() and self._pending_detector is None and self._want_more()
+
+        def fill() -> None:
+            try:
+                while filling():
+                    try:
+                        ctx = free.get(timeout=self.frame_timeout_s)
+                    except queue.Empty:
+                        continue
+                    job = None
+                    while job is None and filling():
+                        job = self._fetch(detector, ctx)
+                    if job is None:
+                        break
+                    ready.put((ctx, job))
+                ready.put(None)
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the inference thread
+                ready.put(exc)
+
+        def decode() -> None:
+            while (item := invoked.get()) is not None:
+                ctx, job = item
+                try:
+                    self._finish(detector, ctx, job)
+                except BaseException as exc:  # noqa: BLE001 - re-raised on the inference thread
+                    failures.append(exc)
+                    self._stop.set()
+                free.put(ctx)
+
+        filler = threading.Thread(target=fill, name="pipeline-fill", daemon=True)
+        decoder = threading.Thread(target=decode, name="pipeline-decode", daemon=True)
+        filler.start()
+        decoder.start()
+        try:
+            while (item := ready.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                ctx, job = item
+                self._invoke(detector, ctx, job)
+                invoked.put((ctx, job))
+        finally:
+            epoch_over.set()
+            invoked.put(None)
+            decoder.join()
+            filler.join()
+        if failures:
+            raise failures[0]
 
     # ---- stages ----------------------------------------------------------------------
     def _fetch(self, detector: Detector, ctx: Backend) -> _InFlight | None:
