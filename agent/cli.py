@@ -80,6 +80,7 @@ def _open_detector(cfg: Any) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from agent.notify import attach_notifier
     from agent.pipeline import Pipeline
     from agent.sinks import build_sink
     from agent.sources import build_source
@@ -99,9 +100,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         frame_timeout_s=cfg.pipeline.frame_timeout_s,
         overlap=overlap,
     )
+    notifier = attach_notifier(pipeline)  # systemd Type=notify: READY after the first frame, WATCHDOG from the loop
 
     def _stop(signum: int, _frame: Any) -> None:
         log.info("received %s: finishing the current frame", signal.Signals(signum).name)
+        notifier.stopping()
         pipeline.request_stop()
 
     signal.signal(signal.SIGTERM, _stop)
@@ -116,6 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg.source.type,
     )
     stats = pipeline.run()
+    notifier.stopping()
     detector.close()
     snap = stats.snapshot()
     log.info("stopped after %d frames (%d dropped at the source)", snap["frames"], snap["frames_dropped"])
