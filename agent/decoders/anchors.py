@@ -121,15 +121,8 @@ class SSDAnchors(Decoder):
     type_key = "ssd_anchors"
     spec_model = AnchorsDecoder
 
-    def __init__(
-        self,
-        spec: BaseModel,
-        outputs: Sequence[TensorInfo],
-        input_size: tuple[int, int],
-        num_classes: int,
-        thresholds: Thresholds,
-    ) -> None:
-        super().__init__(spec, outputs, input_size, num_classes, thresholds)
+    def _bind(self) -> None:
+        spec, num_classes, thresholds = self.spec, self.num_classes, self.thresholds
         if not isinstance(spec, AnchorsDecoder):
             raise TypeError(f"ssd_anchors needs an AnchorsDecoder spec, got {type(spec).__name__}")
         expected = "box regressors [1, A, 4+K] and scores [1, A, C]"

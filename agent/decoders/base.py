@@ -67,6 +67,14 @@ class Decoder(ABC):
         self.input_width, self.input_height = input_size
         self.num_classes = num_classes
         self.thresholds = thresholds
+        self._bind()
+
+    @abstractmethod
+    def _bind(self) -> None:
+        """Check ``self.outputs`` against the spec and precompute what ``decode`` needs.
+
+        Raise DecoderError naming the tensor, its shape and what was expected.
+        """
 
     @abstractmethod
     def decode(self, outputs: Sequence[np.ndarray]) -> DecodedOutput:

@@ -33,15 +33,8 @@ class Classifier(Decoder):
     type_key = "classifier"
     spec_model = ClassifierDecoder
 
-    def __init__(
-        self,
-        spec: BaseModel,
-        outputs: Sequence[TensorInfo],
-        input_size: tuple[int, int],
-        num_classes: int,
-        thresholds: Thresholds,
-    ) -> None:
-        super().__init__(spec, outputs, input_size, num_classes, thresholds)
+    def _bind(self) -> None:
+        spec, num_classes, thresholds = self.spec, self.num_classes, self.thresholds
         require_count(self.type_key, self.outputs, 1, "[1, C] class scores")
         info = self.outputs[0]
         classes = _class_axis(info.shape)

@@ -26,15 +26,8 @@ class End2End(Decoder):
     type_key = "end2end"
     spec_model = End2EndDecoder
 
-    def __init__(
-        self,
-        spec: BaseModel,
-        outputs: Sequence[TensorInfo],
-        input_size: tuple[int, int],
-        num_classes: int,
-        thresholds: Thresholds,
-    ) -> None:
-        super().__init__(spec, outputs, input_size, num_classes, thresholds)
+    def _bind(self) -> None:
+        spec, thresholds = self.spec, self.thresholds
         require_count(self.type_key, self.outputs, 1, "[1, N, 6] rows of x1, y1, x2, y2, score, class")
         info = self.outputs[0]
         if len(info.shape) != 3 or info.shape[0] != 1 or info.shape[2] != 6:

@@ -67,15 +67,8 @@ class SSDPostprocess(Decoder):
     type_key = "ssd_postprocess"
     spec_model = SSDPostprocessDecoder
 
-    def __init__(
-        self,
-        spec: BaseModel,
-        outputs: Sequence[TensorInfo],
-        input_size: tuple[int, int],
-        num_classes: int,
-        thresholds: Thresholds,
-    ) -> None:
-        super().__init__(spec, outputs, input_size, num_classes, thresholds)
+    def _bind(self) -> None:
+        spec, thresholds = self.spec, self.thresholds
         require_count(self.type_key, self.outputs, 4, _EXPECTED)
         split = _split_by_shape(self.outputs)
         if split is None:

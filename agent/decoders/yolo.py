@@ -52,15 +52,8 @@ class YoloV8(Decoder):
     type_key = "yolov8"
     spec_model = YoloV8Decoder
 
-    def __init__(
-        self,
-        spec: BaseModel,
-        outputs: Sequence[TensorInfo],
-        input_size: tuple[int, int],
-        num_classes: int,
-        thresholds: Thresholds,
-    ) -> None:
-        super().__init__(spec, outputs, input_size, num_classes, thresholds)
+    def _bind(self) -> None:
+        spec, num_classes, thresholds = self.spec, self.num_classes, self.thresholds
         info = _single_3d(self.type_key, self.outputs, f"[1, 4+C, N] with C={num_classes} classes")
         channels = 4 + num_classes
         _, a, b = info.shape
@@ -136,15 +129,8 @@ class YoloV5(Decoder):
     type_key = "yolov5"
     spec_model = YoloV5Decoder
 
-    def __init__(
-        self,
-        spec: BaseModel,
-        outputs: Sequence[TensorInfo],
-        input_size: tuple[int, int],
-        num_classes: int,
-        thresholds: Thresholds,
-    ) -> None:
-        super().__init__(spec, outputs, input_size, num_classes, thresholds)
+    def _bind(self) -> None:
+        spec, num_classes, thresholds = self.spec, self.num_classes, self.thresholds
         info = _single_3d(self.type_key, self.outputs, f"[1, N, 5+C] with C={num_classes} classes")
         width = 5 + num_classes
         if info.shape[2] != width:
