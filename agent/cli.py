@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import AgentError, ConfigError, ModelError, SourceError
+from agent.mqtt_cli import register as register_mqtt
+from agent.status_file import register as register_status
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -83,6 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.notify import attach_notifier
     from agent.pipeline import Pipeline
     from agent.sinks import build_sink
+    from agent.sinks.base import AgentContext
     from agent.sources import build_source
 
     cfg = _load(args.config, demo_console=True)
@@ -90,6 +93,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     detector = _open_detector(cfg)
     source = build_source(cfg.source)
     sinks = [build_sink(s) for s in cfg.sinks]
+    context = AgentContext.from_config(cfg, _config_path(args.config))  # device id, state dir, config file
+    for sink in sinks:
+        sink.bind(context)
     overlap = {"auto": None, "on": True, "off": False}[cfg.pipeline.overlap]
     pipeline = Pipeline(
         detector,
@@ -214,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--frames", type=int, default=300, help="frames per measurement")
     bench.add_argument("--threads", type=int, help="inference threads (default: cores - 1)")
     bench.set_defaults(func=cmd_bench)
+    register_status(sub)  # status (agent/status_file.py)
+    register_mqtt(sub)  # tail, bench-mqtt, mqtt schema|sign (agent/mqtt_cli.py)
     return parser
 
 

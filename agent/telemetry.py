@@ -47,7 +47,9 @@ class StageLatency(_Model):
 class Fps(_Model):
     source: float | None = Field(None, description="Frames the camera/source delivered per second.")
     inference: float | None = Field(None, description="Frames the model processed per second.")
-    published: float | None = Field(None, description="Detection messages the broker acknowledged per second (None: no transport).")
+    published: float | None = Field(
+        None, description="Detection messages the broker acknowledged per second (None: no transport)."
+    )
 
 
 class Frames(_Model):
@@ -205,7 +207,9 @@ class TelemetryCollector:
         }
         if transport is not None and "capture_to_ack" in now.counts:
             transport = transport.model_copy(
-                update={"capture_to_ack_ms": StageLatency(**_summary(prev.counts.get("capture_to_ack"), now.counts["capture_to_ack"]))}
+                update={
+                    "capture_to_ack_ms": StageLatency(**_summary(prev.counts.get("capture_to_ack"), now.counts["capture_to_ack"]))
+                }
             )
         process_cpu, system_cpu = sysinfo.cpu_percent(prev.cpu, now.cpu)
         return TelemetrySnapshot(
@@ -218,7 +222,9 @@ class TelemetryCollector:
                 inference=(now.processed - prev.processed) / dt,
                 published=(now.acked_detections - prev.acked_detections) / dt if transport is not None else None,
             ),
-            frames=Frames(captured=now.captured, processed=now.processed, dropped=now.dropped, dropped_window=now.dropped - prev.dropped),
+            frames=Frames(
+                captured=now.captured, processed=now.processed, dropped=now.dropped, dropped_window=now.dropped - prev.dropped
+            ),
             latency_ms=latency,
             cpu=Cpu(process_percent=process_cpu, system_percent=system_cpu, cores=_cores(), load_1m=sysinfo.load_1m()),
             memory=Memory(rss_bytes=sysinfo.rss_bytes(self._proc), available_bytes=sysinfo.mem_available_bytes(self._proc)),

@@ -71,8 +71,11 @@ class OutboxConfig(_Section):
         "Must exceed the live message rate; once caught up, live messages are not throttled.",
     )
     handoff_queue: int = Field(
-        2000, ge=16, le=1_000_000, description="Messages waiting for the outbox writer thread; beyond it new ones are dropped "
-        "and counted (inference never waits for the disk or the broker)."
+        2000,
+        ge=16,
+        le=1_000_000,
+        description="Messages waiting for the outbox writer thread; beyond it new ones are dropped "
+        "and counted (inference never waits for the disk or the broker).",
     )
     synchronous: Literal["NORMAL", "FULL"] = Field(
         "NORMAL",
@@ -88,7 +91,9 @@ class CommandsConfig(_Section):
         None, description="Shared key file: when set, every command must carry a valid HMAC-SHA256 (see README)."
     )
     hmac_max_skew_s: float = Field(
-        300.0, ge=0, description="Signed commands whose `ts` is further than this from the device clock are refused (0 = no check)."
+        300.0,
+        ge=0,
+        description="Signed commands whose `ts` is further than this from the device clock are refused (0 = no check).",
     )
     snapshot_dir: Path | None = Field(None, description="Where `snapshot` saves JPEGs. Empty: `<state_dir>/snapshots`.")
     snapshot_keep: int = Field(20, ge=1, le=10_000, description="Saved snapshots kept; older ones are deleted.")
@@ -105,7 +110,8 @@ class HomeAssistantConfig(_Section):
     enabled: bool = Field(False, description="Announce the device to Home Assistant (MQTT device-based discovery).")
     discovery_prefix: str = Field("homeassistant", description="Home Assistant's discovery prefix.")
     labels: list[str] = Field(
-        default_factory=list, description="Labels that get a count sensor and a 'detected' binary sensor. Empty: every model label."
+        default_factory=list,
+        description="Labels that get a count sensor and a 'detected' binary sensor. Empty: every model label.",
     )
 
     @field_validator("discovery_prefix")
@@ -132,7 +138,9 @@ class MqttSinkConfig(SinkConfigBase):
     protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version: 5 (default) or 3.1.1.")
     client_id: str | None = Field(None, description="MQTT client id. Empty: the device id.")
     topic_prefix: str | None = Field(None, description="Prefix of every topic. Empty: `edge/<device_id>`.")
-    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive; the broker declares the device offline after 1.5x this.")
+    keepalive_s: int = Field(
+        30, ge=5, le=3600, description="MQTT keepalive; the broker declares the device offline after 1.5x this."
+    )
     username: str | None = Field(None, description="Broker user name.")
     password_file: Path | None = Field(None, description="File holding the broker password (first line). Never logged.")
     password_env: str | None = Field(None, description="Environment variable holding the broker password. Never logged.")

@@ -21,11 +21,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
-
-from sqlite_utils import Database
+from typing import TYPE_CHECKING, Any
 
 from agent.sinks.mqtt.payloads import envelope_json
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +124,17 @@ class OutboxStore:
         self.rows = 0
         self.bytes = 0
         self._kind_rows = dict.fromkeys(Kind, 0)
-        for kind, n, size in self.db.execute("SELECT kind, count(*), coalesce(sum(length(payload)), 0) FROM outbox GROUP BY kind"):
+        for kind, n, size in self.db.execute(
+            "SELECT kind, count(*), coalesce(sum(length(payload)), 0) FROM outbox GROUP BY kind"
+        ):
             self._kind_rows[Kind(kind)] = n
             self.rows += n
             self.bytes += size
 
     @staticmethod
     def _open(path: Path, synchronous: str) -> Database:
+        from sqlite_utils import Database
+
         # created here, used only by the forwarder thread from then on: one writer, handed over once
         db = Database(sqlite3.connect(str(path), check_same_thread=False))
         db.execute("PRAGMA busy_timeout = 5000")
@@ -199,7 +204,9 @@ class OutboxStore:
 
     def _delete_returning(self, where: str, args: Iterable[Any]) -> list[tuple[int, int, int]]:
         with self.db.atomic():
-            gone = self.db.conn.execute(f"DELETE FROM outbox WHERE {where} RETURNING id, kind, length(payload)", list(args)).fetchall()
+            gone = self.db.conn.execute(
+                f"DELETE FROM outbox WHERE {where} RETURNING id, kind, length(payload)", list(args)
+            ).fetchall()
         for _, kind, size in gone:
             self._kind_rows[Kind(kind)] -= 1
             self.rows -= 1

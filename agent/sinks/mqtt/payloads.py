@@ -27,7 +27,9 @@ class _Model(BaseModel):
 
 
 class Envelope(_Model):
-    msg_id: str = Field(description="Unique message id `<device_id>/<outbox_id>/<seq>`; redeliveries repeat it: de-duplicate on it.")
+    msg_id: str = Field(
+        description="Unique message id `<device_id>/<outbox_id>/<seq>`; redeliveries repeat it: de-duplicate on it."
+    )
     seq: int = Field(description="Outbox sequence number, increasing per device across restarts; a gap means dropped messages.")
     device_id: str = Field(description="The device that produced the message.")
     queued_at: float = Field(description="Wall clock (Unix seconds) when the message was committed to the outbox.")
@@ -74,7 +76,9 @@ class CountsMessage(_Model):
 class CommandRequest(_Model):
     """``<prefix>/cmd/<name>``: a command. An empty payload is ``{}``."""
 
-    id: str | None = Field(None, max_length=128, description="Request id, echoed in the result. Required when commands are signed.")
+    id: str | None = Field(
+        None, max_length=128, description="Request id, echoed in the result. Required when commands are signed."
+    )
     args: dict[str, Any] = Field(default_factory=dict, description="The command's arguments (see README per command).")
     ts: int | None = Field(None, description="Sender's Unix time in seconds. Required when commands are signed.")
     hmac: str | None = Field(
