@@ -177,8 +177,8 @@ class Pipeline:
         switch_interval = sys.getswitchinterval()
         try:
             if self.overlap and self.detector.backend.delegate_in_use is None:
-                # The side thread holds the GIL while invoke runs; when invoke returns, the
-                # inference thread should get it back within 0.5 ms, not CPython's default 5.
+                # The fill/decode threads hold the GIL while invoke runs; when invoke returns,
+                # the inference thread should get it back within 0.5 ms, not CPython's default 5.
                 sys.setswitchinterval(min(switch_interval, GIL_SWITCH_INTERVAL_S))
                 self._run_overlapped()
             else:
