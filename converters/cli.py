@@ -1,0 +1,150 @@
+"""Console entry points: ``convert-to-tflite`` and ``quantize-onnx`` (argument parsing and exit codes only)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF/LiteRT C++ info logs would bury the progress bars
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        w, h = (int(parts[0]), int(parts[-1]))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--input-size {text!r}: use N or WxH, e.g. 640 or 640x480") from None
+    return w, h
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(","))
+
+
+def convert_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="convert-to-tflite", description="Convert a detector to TFLite with a manifest "
+                                "(model.json, also embedded) and an optional accuracy report.")
+    p.add_argument("model", help="model file (.pt TorchScript/pickled, .pt2, .onnx, .keras/.h5), SavedModel dir, "
+                   "or 'package.module:callable'")
+    p.add_argument("-o", "--out", type=Path, default=Path("converted"), help="output folder (default ./converted)")
+    p.add_argument("--quantize", choices=["fp32", "fp16", "dynamic", "int8"], default="fp32")
+    p.add_argument("--calibration", type=Path, help="folder of representative images (needed for int8)")
+    p.add_argument("--calibration-limit", type=int, default=300, help="use at most this many calibration images")
+    p.add_argument("--io-type", choices=["float32", "uint8", "int8"], default="float32",
+                   help="int8 only: input type (uint8 takes camera bytes directly)")
+    p.add_argument("--input-size", type=_size, help="N or WxH (needed for PyTorch models without input_size)")
+    p.add_argument("--nhwc", action=argparse.BooleanOptionalAction, default=True,
+                   help="wrap channel-first models so the TFLite input is HWC like camera frames (default on)")
+    p.add_argument("--labels", type=Path, help="labels file: one per line, JSON list, or COCO json")
+    p.add_argument("--decoder", choices=["yolov8", "yolov5", "end2end", "ssd_postprocess", "classifier"],
+                   help="output format (auto-detected from the outputs when omitted)")
+    p.add_argument("--boxes-normalized", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --decoder: boxes in 0..1 of the input (default: measured)")
+    p.add_argument("--weights", type=Path, help="state dict for a 'module:callable' factory")
+    p.add_argument("--name", help="model name in the manifest (default: the source file stem)")
+    p.add_argument("--version", default="1.0.0", help="model version in the manifest")
+    p.add_argument("--mean", type=_floats, default=(0.0, 0.0, 0.0), help="per-channel mean in pixel units")
+    p.add_argument("--std", type=_floats, default=(255.0, 255.0, 255.0), help="per-channel std in pixel units")
+    p.add_argument("--score-threshold", type=float, default=0.5)
+    p.add_argument("--quantize-head", action="store_true",
+                   help="int8: quantize the detection head too (default keeps it float; see README 'head guard')")
+    p.add_argument("--validate", type=Path, help="folder of images (+ COCO json or YOLO txt labels): write a report")
+    p.add_argument("--max-map-drop", type=float, help="with --validate: exit 3 when mAP@0.5:0.95 drops more (points)")
+    return p
+
+
+def _decoder(args: argparse.Namespace) -> object | None:
+    if args.decoder is None:
+        return None
+    from pydantic import TypeAdapter
+
+    from agent.manifest import DecoderSpec
+
+    data: dict[str, object] = {"type": args.decoder}
+    if args.boxes_normalized is not None:
+        data["boxes_normalized"] = args.boxes_normalized
+    return TypeAdapter(DecoderSpec).validate_python(data)
+
+
+def convert_main(argv: list[str] | None = None) -> int:
+    args = convert_parser().parse_args(argv)
+    from agent.manifest import Thresholds
+    from converters.convert import ConvertOptions, cleanup, convert_to_tflite
+    from converters.errors import ConverterError
+    from converters.manifest_io import read_labels
+
+    try:
+        opts = ConvertOptions(
+            model=args.model, out=args.out, quantize=args.quantize, calibration=args.calibration,
+            calibration_limit=args.calibration_limit, io_type=args.io_type, input_size=args.input_size,
+            nhwc=args.nhwc, labels=read_labels(args.labels) if args.labels else None, decoder=_decoder(args),
+            weights=args.weights, name=args.name, version=args.version, mean=args.mean, std=args.std,
+            thresholds=Thresholds(score=args.score_threshold), quantize_head=args.quantize_head)
+        result = convert_to_tflite(opts)
+        size = result.model_path.stat().st_size
+        print(f"wrote {result.model_path} ({size / 1024:.0f} KiB, {args.quantize}) and "
+              f"{result.model_path.parent / 'model.json'} in {result.seconds:.1f} s")
+        try:
+            if args.validate:
+                from converters.report import validate_conversion
+
+                report = validate_conversion(result, args.validate, args.out)
+                print(report.summary())
+                report.check_gate(args.max_map_drop)
+        finally:
+            cleanup(result)
+    except ConverterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+def quantize_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="quantize-onnx", description="Static int8 QDQ quantization of an ONNX model "
+                                "with ONNX Runtime (detection head kept in float), with a manifest.")
+    p.add_argument("model", type=Path)
+    p.add_argument("--calibration", type=Path, required=True, help="folder of representative images")
+    p.add_argument("--calibration-limit", type=int, default=300)
+    p.add_argument("-o", "--out", type=Path, default=Path("quantized"))
+    p.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="minmax")
+    p.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default per-channel)")
+    p.add_argument("--quantize-head", action="store_true", help="quantize the detection head too (not recommended)")
+    p.add_argument("--labels", type=Path)
+    p.add_argument("--name")
+    p.add_argument("--version", default="1.0.0")
+    p.add_argument("--mean", type=_floats, default=(0.0, 0.0, 0.0))
+    p.add_argument("--std", type=_floats, default=(255.0, 255.0, 255.0))
+    p.add_argument("--validate", type=Path)
+    p.add_argument("--max-map-drop", type=float)
+    return p
+
+
+def quantize_main(argv: list[str] | None = None) -> int:
+    args = quantize_parser().parse_args(argv)
+    from converters.errors import ConverterError
+    from converters.manifest_io import read_labels
+    from converters.onnx_quant import OnnxQuantOptions, quantize_onnx
+
+    try:
+        result = quantize_onnx(OnnxQuantOptions(
+            model=args.model, out=args.out, calibration=args.calibration, calibration_limit=args.calibration_limit,
+            method=args.method, per_channel=not args.per_tensor, quantize_head=args.quantize_head,
+            labels=read_labels(args.labels) if args.labels else None, name=args.name, version=args.version,
+            mean=args.mean, std=args.std))
+        print(f"wrote {result.model_path} ({result.model_path.stat().st_size / 1024:.0f} KiB) in {result.seconds:.1f} s")
+        if args.validate:
+            from converters.report import validate_conversion
+
+            report = validate_conversion(result, args.validate, args.out)
+            print(report.summary())
+            report.check_gate(args.max_map_drop)
+    except ConverterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(convert_main())

@@ -1,0 +1,149 @@
+"""``--validate``: source vs converted on the same images -> report.json, report.md and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.detector import load_detector
+from converters import evaluation as ev
+from converters.calibration import image_files
+from converters.errors import AccuracyGateError
+
+
+@dataclass(slots=True)
+class Report:
+    data: dict[str, Any]
+    folder: Path
+
+    def summary(self) -> str:
+        d = self.data
+        lines = [f"validation on {d['images']} images ({'COCO labels' if d['labelled'] else 'no labels: self-consistency'})"]
+        for key in ("source", "converted"):
+            m = d[key]
+            maps = f"mAP50 {m['mAP50']:.4f}  mAP50-95 {m['mAP50_95']:.4f}  " if d["labelled"] else ""
+            lines.append(f"  {key:9s} {maps}p50 {m['latency_p50_ms']:.2f} ms  {m['size_bytes'] / 1024:.0f} KiB")
+        lines.append(f"  detection agreement {d['agreement']:.3f}; outputs: " + ", ".join(
+            f"#{o['output']} max|d| {o['max_abs']:.3g} cos {o['cosine']:.5f}" for o in d["outputs"]))
+        if d["labelled"]:
+            lines.append(f"  mAP50-95 drop {d['map_drop_points']:+.2f} points")
+        lines.append(f"  report: {self.folder / 'report.md'}")
+        return "\n".join(lines)
+
+    def check_gate(self, max_drop: float | None) -> None:
+        if max_drop is None:
+            return
+        if not self.data["labelled"]:
+            raise AccuracyGateError("--max-map-drop needs labels (COCO json or YOLO txt) in the --validate folder")
+        drop = self.data["map_drop_points"]
+        if drop > max_drop:
+            raise AccuracyGateError(f"mAP@0.5:0.95 dropped {drop:.2f} points (limit {max_drop}): "
+                                    f"{self.data['source']['mAP50_95']:.4f} -> {self.data['converted']['mAP50_95']:.4f}")
+
+
+def validate_conversion(result: Any, folder: Path, out: Path) -> Report:
+    """Compare ``result.source`` with ``result.model_path`` on the images of ``folder``; write the report files."""
+    manifest = result.manifest
+    files = image_files(folder, "validation")
+    gt = ev.load_ground_truth(folder, manifest.labels)
+    by_name = {img["file_name"]: img["id"] for img in gt["images"]} if gt else {}
+    if gt:
+        files = [f for f in files if f.name in by_name]
+    ids = [by_name.get(f.name, i + 1) for i, f in enumerate(files)]
+    converted = load_detector(result.model_path)
+    shapes = [tuple(o.shape) for o in converted.backend.outputs]
+    source = ev.source_detector(result.source, manifest, shapes)
+    op_score = manifest.thresholds.score
+    src_run = ev.run_model(source, files, ids, op_score)
+    conv_run = ev.run_model(converted, files, ids, op_score)
+    data: dict[str, Any] = {"images": len(files), "labelled": gt is not None, "model": str(result.model_path),
+                            "quantization": (manifest.quantization or {}).get("mode", "int8"),
+                            "outputs": ev.output_errors(src_run.raw, conv_run.raw),
+                            "agreement": ev.agreement(src_run, conv_run)}
+    curves = {}
+    source_size = _size(result.source)
+    for key, run, size in (("source", src_run, source_size), ("converted", conv_run, result.model_path.stat().st_size)):
+        entry: dict[str, Any] = {"latency_p50_ms": float(np.median(run.invoke_ms)), "size_bytes": size}
+        if gt:
+            m50, m5095, precision = ev.coco_eval(gt, run.detections)
+            entry.update({"mAP50": m50, "mAP50_95": m5095})
+            curves[key] = precision
+        data[key] = entry
+    if gt:
+        data["map_drop_points"] = 100.0 * (data["source"]["mAP50_95"] - data["converted"]["mAP50_95"])
+        data["map50_drop_points"] = 100.0 * (data["source"]["mAP50"] - data["converted"]["mAP50"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(data, indent=2) + "\n")
+    plots = _plots(data, curves, out)
+    (out / "report.md").write_text(_markdown(data, plots))
+    return Report(data, out)
+
+
+def _size(source: Any) -> int:
+    path = Path(str(source.handle)) if isinstance(source.handle, str | Path) else None
+    if path is not None and path.is_file():
+        return path.stat().st_size
+    try:
+        return int(sum(p.numel() * p.element_size() for p in source.handle.parameters()))
+    except (AttributeError, TypeError):
+        return 0
+
+
+def _plots(data: dict[str, Any], curves: dict[str, Any], out: Path) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("note: matplotlib is not installed: report without plots (pip install 'edge-agent[convert]')")
+        return []
+    written = []
+    fig, ax = plt.subplots(figsize=(5, 3))
+    names = ["source", "converted"]
+    ax.bar(names, [data[n]["latency_p50_ms"] for n in names], color=["#888", "#2a7"])
+    ax.set_ylabel("invoke p50 (ms, this host)")
+    ax.set_title("latency")
+    fig.tight_layout()
+    fig.savefig(out / "latency.png", dpi=100)
+    plt.close(fig)
+    written.append("latency.png")
+    if curves and all(c is not None for c in curves.values()):
+        fig, ax = plt.subplots(figsize=(5, 4))
+        recall = np.linspace(0, 1, 101)
+        for name, precision in curves.items():
+            p = precision[0, :, :, 0, -1]  # IoU 0.5, all areas, max dets; mean over classes with GT
+            p = np.where(p < 0, np.nan, p)
+            ax.plot(recall, np.nanmean(p, axis=1), label=f"{name} (mAP50 {data[name]['mAP50']:.3f})")
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.set_title("PR curve @ IoU 0.5")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "pr_curve.png", dpi=100)
+        plt.close(fig)
+        written.append("pr_curve.png")
+    return written
+
+
+def _markdown(data: dict[str, Any], plots: list[str]) -> str:
+    rows = ["| model | mAP@0.5 | mAP@0.5:0.95 | invoke p50 (ms) | size (KiB) |", "|---|---|---|---|---|"]
+    for key in ("source", "converted"):
+        m = data[key]
+        rows.append(f"| {key} | {m.get('mAP50', float('nan')):.4f} | {m.get('mAP50_95', float('nan')):.4f} | "
+                    f"{m['latency_p50_ms']:.2f} | {m['size_bytes'] / 1024:.0f} |")
+    outs = ["| output | max abs error | cosine |", "|---|---|---|"] + [
+        f"| {o['output']} | {o['max_abs']:.4g} | {o['cosine']:.6f} |" for o in data["outputs"]]
+    text = [f"# Conversion report: {Path(data['model']).name} ({data['quantization']})", "",
+            f"{data['images']} images, {'COCO labels' if data['labelled'] else 'no labels (self-consistency only)'}.",
+            "Latency is this host's, not a Pi's.", "", *rows, "", *outs, "",
+            f"Detection agreement at the manifest's score threshold: {data['agreement']:.3f}", ""]
+    if data["labelled"]:
+        text += [f"mAP@0.5:0.95 drop: {data['map_drop_points']:+.2f} points; mAP@0.5 drop: "
+                 f"{data['map50_drop_points']:+.2f} points", ""]
+    text += [f"![{p}]({p})" for p in plots]
+    return "\n".join(text) + "\n"

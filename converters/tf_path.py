@@ -1,0 +1,93 @@
+"""Keras / SavedModel -> float32 TFLite with the TF Lite converter; ONNX -> TFLite with onnx2tf (TF needed).
+
+Quantization is NOT done here: every path hands a float model to converters.tflite_quant (LiteRT's
+recommended two-step flow; the TF converter's own post-training quantization is deprecated).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from converters.errors import ModelLoadError, UnsupportedOpError
+from converters.kinds import InputKind
+from converters.progress import quiet
+from converters.source import SourceModel
+from converters.toolchain import require
+
+# onnx2tf looks for this in its working directory and downloads it otherwise (onnx2tf #545)
+ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+
+
+def export_keras_fp32(source: SourceModel, path: Path) -> None:
+    tf = require("tensorflow", why="Keras / SavedModel -> TFLite")
+    if source.kind is InputKind.keras:
+        converter = tf.lite.TFLiteConverter.from_keras_model(source.handle)
+    else:
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(Path(str(source.handle)))) if isinstance(
+            source.handle, str | Path) else tf.lite.TFLiteConverter.from_concrete_functions(
+            [source.handle.signatures["serving_default"]], source.handle)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex ops: the Pi runtime lacks them
+    try:
+        with quiet():
+            path.write_bytes(converter.convert())
+    except Exception as exc:  # noqa: BLE001 - the converter raises ConverterError/RuntimeError
+        raise _tf_error(exc) from None
+
+
+def _tf_error(exc: Exception) -> Exception:
+    text = str(exc)
+    match = re.search(r"'(tf\.[A-Za-z0-9_]+)' op is neither a custom op nor a flex op", text) or re.search(
+        r"failed to legalize operation '([^']+)'", text) or re.search(r"op[s]? [`'\"]?([A-Za-z0-9_.]+)[`'\"]? (?:is|are) not supported", text)
+    if match:
+        return UnsupportedOpError(match.group(1), f"the TF Lite converter has no builtin kernel for it ({text[:400]})")
+    return ModelLoadError(f"the TF Lite converter failed: {type(exc).__name__}: {text[:800]}")
+
+
+def export_onnx_fp32(onnx_path: Path, path: Path) -> None:
+    """onnx2tf in an isolated temporary working directory (holding the sample file it would download)."""
+    onnx2tf = require("onnx2tf", why="ONNX -> TFLite")
+    require("tensorflow", "convert-onnx", why="onnx2tf")
+    _check_onnx_ops(onnx_path)
+    source = onnx_path.resolve()
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="onnx2tf-") as tmp:
+        np.save(Path(tmp) / ONNX2TF_SAMPLE, np.zeros((1, 8, 8, 3), np.float32))
+        os.chdir(tmp)
+        try:
+            with quiet():
+                onnx2tf.convert(input_onnx_file_path=str(source), output_folder_path=str(Path(tmp) / "out"),
+                                non_verbose=True, copy_onnx_input_output_names_to_tflite=True)
+        except SystemExit as exc:  # onnx2tf calls sys.exit on conversion errors
+            raise ModelLoadError(f"onnx2tf failed to convert {onnx_path.name} (exit {exc.code}); see the log above") from None
+        except Exception as exc:  # noqa: BLE001 - onnx2tf raises whatever TF raises
+            raise ModelLoadError(f"onnx2tf failed on {onnx_path.name}: {type(exc).__name__}: {str(exc)[:600]}") from None
+        finally:
+            os.chdir(cwd)
+        produced = sorted((Path(tmp) / "out").glob("*_float32.tflite"))
+        if not produced:
+            raise ModelLoadError(f"onnx2tf produced no float32 .tflite for {onnx_path.name}")
+        path.write_bytes(produced[0].read_bytes())
+
+
+def _check_onnx_ops(onnx_path: Path) -> None:
+    """Fail early, naming the op, on ONNX ops onnx2tf has no converter for."""
+    onnx = require("onnx", "convert-onnx")
+    import importlib.util
+
+    try:
+        proto = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf DecodeError and friends
+        raise ModelLoadError(f"{onnx_path} is not a valid ONNX model (truncated or corrupt?): {exc}") from None
+    spec = importlib.util.find_spec("onnx2tf.ops")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    known = {p.stem for loc in spec.submodule_search_locations for p in Path(loc).glob("*.py")}
+    for node in proto.graph.node:
+        if node.domain not in ("", "ai.onnx") or node.op_type not in known:
+            raise UnsupportedOpError(f"{node.domain + '.' if node.domain else ''}{node.op_type}",
+                                     f"onnx2tf has no converter for it (node {node.name!r})")
