@@ -66,7 +66,8 @@ def quantize(fp32_path: Path, out_path: Path, mode: str, calibration: np.ndarray
     q.load_quantization_recipe(recipe.static_wi8_ai8())
     head_names = graph.head_tensor_names(fp32_path) if float_head else []
     if head_names:
-        regex = "^(" + "|".join(re.escape(n) for n in head_names) + ")$"
+        # the quantizer matches an op's "scope": its output tensor names joined and ended with ";"
+        regex = "^(?:" + "|".join(re.escape(n) for n in head_names) + ");"
         q.update_quantization_recipe(regex=regex, operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
                                      algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
     if io_type == "float32":  # keep the graph I/O float: quantize after the input, dequantize before outputs
