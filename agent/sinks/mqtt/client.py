@@ -80,6 +80,7 @@ class MqttConnection:
         self.callback_errors = 0
         self.last_error: str | None = None
         self.last_connected_at: float | None = None
+        self.receive_maximum = 65535  # MQTT 5 CONNACK: QoS 1 messages the broker accepts unacknowledged
         self._error_logged_at = 0.0
         self._stopping = threading.Event()
 
@@ -147,11 +148,13 @@ class MqttConnection:
             self._error_logged_at = now
         self.last_error = message
 
-    def _handle_connect(self, client: paho.Client, _userdata: Any, _flags: Any, reason_code: Any, _properties: Any) -> None:
+    def _handle_connect(self, client: paho.Client, _userdata: Any, _flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
             self._log_error(f"connection refused: {reason_code}")
             return
         try:
+            # paho ignores the broker's Receive Maximum; the forwarder keeps its window within it
+            self.receive_maximum = int(getattr(properties, "ReceiveMaximum", 65535) or 65535)
             self.connected = True
             self.connects += 1
             self.last_connected_at = time.time()

@@ -147,7 +147,7 @@ class OutboxForwarder:
         self._thread.start()
 
     def flush(self, timeout_s: float) -> bool:
-        """Wait until everything submitted is committed and, when connected, acknowledged."""
+        """Wait (at most ``timeout_s``) until everything submitted is committed, sent and acknowledged."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.idle.clear()
@@ -195,8 +195,8 @@ class OutboxForwarder:
             store.expire()
             self.oldest_created = store.oldest_created()
         self._send(store)
-        if not self._handoff and (not self._pub.connected or (not self._inflight and not store.has_after(self._cursor))):
-            self.idle.set()  # committed; and either nothing left to send or no broker to send it to
+        if not self._handoff and not self._inflight and not store.has_after(self._cursor):
+            self.idle.set()  # everything committed, sent and acknowledged
 
     def _store_batch(self, store: OutboxStore) -> None:
         batch: list[NewMessage] = []
@@ -287,8 +287,9 @@ class OutboxForwarder:
                 log.warning("%d message(s) unacknowledged after reconnect; re-sending from the outbox", len(self._inflight))
                 self._inflight.clear()
             self._gate_until = None
+        window = min(self._window, getattr(self._pub, "receive_maximum", self._window))  # MQTT 5: the broker's limit
         while True:
-            room = self._window - len(self._inflight)
+            room = window - len(self._inflight)
             if room <= 0:
                 return
             if self._replaying:
