@@ -1,0 +1,156 @@
+"""Throwaway Debian bookworm systems for the device tests: a chroot (arm64 under qemu-user) or a
+booted container (`systemd-nspawn --boot`), both on an overlay over the cached rootfs.
+
+The cached rootfs (device_tests/host_setup.sh) is never written: each test gets an overlay whose
+upper layer is deleted afterwards. pip's and apt's download caches are bind-mounted from the
+cache directory so a second run downloads nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+HOST_SETUP = HERE / "host_setup.sh"
+CACHE = Path(os.environ.get("EDGE_AGENT_TEST_CACHE", "/var/cache/edge-agent-tests"))
+
+
+def host_setup(*args: str, timeout: float = 1800) -> str:
+    out = subprocess.run([str(HOST_SETUP), *args], check=True, text=True, stdout=subprocess.PIPE, timeout=timeout)
+    return out.stdout.strip()
+
+
+def checkout_files() -> list[str]:
+    """The checkout as a user would clone it (tracked and new, not ignored, files)."""
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, text=True, check=True, stdout=subprocess.PIPE
+    )
+    return [f for f in out.stdout.splitlines() if (REPO / f).is_file()]
+
+
+class Overlay:
+    """A writable overlay over a cached rootfs, with the download caches bound in."""
+
+    def __init__(self, arch: str) -> None:
+        self.arch = arch
+        self.lower = Path(host_setup("rootfs", arch))
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"edge-agent-{arch}-", dir="/var/tmp"))
+        self.root = self.tmp / "root"
+        for d in ("upper", "work", "root"):
+            (self.tmp / d).mkdir()
+        subprocess.run(
+            ["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={self.lower},upperdir={self.tmp}/upper,workdir={self.tmp}/work", str(self.root)],
+            check=True,
+        )
+        self.caches = {
+            CACHE / f"pip-{arch}": "/root/.cache/pip",
+            CACHE / f"apt-{arch}": "/var/cache/apt/archives",
+        }
+        for host in self.caches:
+            (host / "partial").mkdir(parents=True, exist_ok=True)
+        shutil.copy("/etc/resolv.conf", self.root / "etc/resolv.conf")
+        # apt keeps downloaded .debs (the cache is a bind mount shared across runs)
+        (self.root / "etc/apt/apt.conf.d/99keep-debs").write_text('Binary::apt::APT::Keep-Downloaded-Packages "true";\n')
+
+    def copy_checkout(self, dest: str = "/root/edge-agent") -> str:
+        target = self.root / dest.lstrip("/")
+        for rel in checkout_files():
+            (target / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, target / rel)
+        return dest
+
+    def close(self) -> None:
+        subprocess.run(["umount", "-R", str(self.root)], check=False)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class Chroot:
+    """Run commands in the overlay with chroot (no init): the emulated-Pi test."""
+
+    def __init__(self, overlay: Overlay) -> None:
+        self.ov = overlay
+        root = overlay.root
+        binds = [("/proc", "proc"), ("/sys", "sys"), ("/dev", "dev"), ("/dev/pts", "dev/pts")]
+        binds += [(str(h), c.lstrip("/")) for h, c in overlay.caches.items()]
+        for src, rel in binds:
+            (root / rel).mkdir(parents=True, exist_ok=True)
+            subprocess.run(["mount", "--bind", src, str(root / rel)], check=True)
+
+    def run(self, script: str, timeout: float = 1800, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
+        proc = subprocess.run(
+            ["chroot", str(self.ov.root), "/bin/bash", "-euo", "pipefail", "-c", script],
+            env=env,
+            cwd="/",
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"in chroot ({self.ov.arch}) exit {proc.returncode}:\n{script}\n--- output ---\n{proc.stdout[-6000:]}")
+        return proc
+
+
+class BootedMachine:
+    """`systemd-nspawn --boot` on the overlay; commands enter its namespaces with nsenter.
+
+    The host here has no systemd (no machined, no system bus), hence --register=no --keep-unit.
+    The container shares the host's network, so it reaches the host's MQTT broker on 127.0.0.1.
+    """
+
+    def __init__(self, overlay: Overlay, name: str = "edge-agent-test") -> None:
+        self.ov = overlay
+        self.console = overlay.tmp / "console.log"
+        cmd = ["systemd-nspawn", "-q", "-D", str(overlay.root), "--boot", "--register=no", "--keep-unit"]
+        cmd += [f"--machine={name}", "--console=read-only"]
+        cmd += [f"--bind={h}:{c}" for h, c in overlay.caches.items()]
+        self._log = self.console.open("w")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+        self.leader = self._wait_for_leader()
+        self._wait_booted()
+
+    def _wait_for_leader(self, timeout: float = 60) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"systemd-nspawn exited {self.proc.returncode}:\n{self.console.read_text()[-4000:]}")
+            kids = subprocess.run(["pgrep", "-P", str(self.proc.pid)], text=True, stdout=subprocess.PIPE).stdout.split()
+            for pid in kids:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "systemd":
+                    return int(pid)
+            time.sleep(0.2)
+        raise AssertionError("the container's init never started")
+
+    def _wait_booted(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.run("systemctl is-system-running 2>/dev/null || true", check=False).stdout.strip()
+            if state in ("running", "degraded"):
+                return
+            time.sleep(1)
+        raise AssertionError(f"container did not finish booting (state {state!r}):\n{self.console.read_text()[-4000:]}")
+
+    def run(self, script: str, timeout: float = 1800, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
+        cmd = ["nsenter", "-t", str(self.leader), "-m", "-u", "-i", "-n", "-p", "--root", "--wd=/", "/bin/bash", "-euo", "pipefail", "-c", script]
+        proc = subprocess.run(cmd, env=env, cwd="/", text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"in container exit {proc.returncode}:\n{script}\n--- output ---\n{proc.stdout[-6000:]}")
+        return proc
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()  # nspawn asks the container's systemd to power off
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
