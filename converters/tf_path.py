@@ -61,7 +61,8 @@ def export_onnx_fp32(onnx_path: Path, path: Path) -> None:
         try:
             with quiet():
                 onnx2tf.convert(input_onnx_file_path=str(source), output_folder_path=str(Path(tmp) / "out"),
-                                non_verbose=True, copy_onnx_input_output_names_to_tflite=True)
+                                non_verbose=True, copy_onnx_input_output_names_to_tflite=True,
+                                output_signaturedefs=True)  # the quantizer calibrates per signature
         except SystemExit as exc:  # onnx2tf calls sys.exit on conversion errors
             raise ModelLoadError(f"onnx2tf failed to convert {onnx_path.name} (exit {exc.code}); see the log above") from None
         except Exception as exc:  # noqa: BLE001 - onnx2tf raises whatever TF raises

@@ -1,0 +1,107 @@
+"""Helpers for the converter tests: conversions run in the toolchain virtualenvs (scripts/test.sh prepares them) as subprocesses.
+
+TensorFlow (protobuf 5) and litert-torch (protobuf 7) cannot share an interpreter, so each path runs in
+its own venv; the test process itself (the dev venv, no torch/TF) checks the outputs with the agent.
+Network access is cut for every conversion (proxies pointed at a closed port): conversions must be offline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SELFTEST = REPO / "models" / "demo" / "selftest"
+DEMO_ONNX = REPO / "models" / "demo" / "onnx-fp32" / "model.onnx"
+FACTORY = "tests.converters.demo_factory:build"
+CACHE = Path(os.environ.get("EDGE_AGENT_CONVERT_CACHE", Path.home() / ".cache" / "edge-agent"))
+OFFLINE = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9",
+           "https_proxy": "http://127.0.0.1:9", "NO_PROXY": "", "no_proxy": "", "HF_HUB_OFFLINE": "1"}
+
+
+def _python(var: str, default: Path, extra: str) -> str:
+    path = os.environ.get(var) or str(default)
+    if not Path(path).is_file():
+        pytest.skip(f"the {extra} toolchain venv is missing ({path}); scripts/test.sh creates it "
+                    f"(python -m venv ... && pip install -e '.[{extra}]'), or set {var}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def torch_python() -> str:
+    return _python("EDGE_AGENT_CONVERT_TORCH_PYTHON", CACHE / "venv-convert-torch" / "bin" / "python", "convert-torch")
+
+
+@pytest.fixture(scope="session")
+def tf_python() -> str:
+    return _python("EDGE_AGENT_CONVERT_TF_PYTHON", CACHE / "venv-convert-onnx" / "bin" / "python", "convert-onnx")
+
+
+def run(python: str, *args: str, tool: str = "convert", timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run a converter CLI (or ``-c`` code when tool == 'code') in ``python``, offline, from the repo root."""
+    entry = {"convert": "from converters.cli import convert_main as m; sys.exit(m())",
+             "quantize": "from converters.cli import quantize_main as m; sys.exit(m())"}
+    env = {**os.environ, **OFFLINE, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [python, "-c", args[0], *args[1:]] if tool == "code" else [python, "-c", "import sys;" + entry[tool], *args]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"
+    return proc
+
+
+@pytest.fixture(scope="session")
+def calibration_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """48 rendered scenes (a seed apart from training and the self-test set), saved as the agent would see them."""
+    import cv2
+
+    from agent.sources.scenes import random_scene
+
+    folder = tmp_path_factory.mktemp("calibration")
+    rng = np.random.default_rng(777)
+    for i in range(48):
+        image, _ = random_scene(rng, 640, 480)
+        cv2.imwrite(str(folder / f"calib_{i:02d}.png"), image)
+    return folder
+
+
+class Conversions:
+    """Session cache: each (name, args) conversion runs once and is shared by the tests that need it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._done: dict[str, Path] = {}
+
+    def get(self, name: str, python: str, args: list[str], tool: str = "convert") -> Path:
+        if name not in self._done:
+            out = self.root / name
+            ok(run(python, *args, "-o", str(out), tool=tool))
+            self._done[name] = out
+        return self._done[name]
+
+
+@pytest.fixture(scope="session")
+def conversions(tmp_path_factory: pytest.TempPathFactory) -> Conversions:
+    return Conversions(tmp_path_factory.mktemp("converted"))
+
+
+def report(out: Path) -> dict[str, object]:
+    return json.loads((out / "report.json").read_text())
+
+
+def demo_args(quantize: str, calibration: Path, *extra: str) -> list[str]:
+    args = [FACTORY, "--labels", str(SELFTEST / "labels.json"), "--quantize", quantize,
+            "--validate", str(SELFTEST), "--score-threshold", "0.45"]
+    if quantize == "int8":
+        args += ["--calibration", str(calibration)]
+    return args + list(extra)
+
+
+Runner = Callable[..., subprocess.CompletedProcess[str]]

@@ -1,0 +1,66 @@
+"""Bad inputs: each fails with exit code 2 and a message naming the offending thing."""
+
+from __future__ import annotations
+
+import pytest
+from convert_helpers import DEMO_ONNX, FACTORY, run
+
+pytestmark = pytest.mark.slow
+
+
+def test_unknown_input_kind(torch_python, tmp_path):
+    bogus = tmp_path / "model.weird"
+    bogus.write_text("not a model")
+    proc = run(torch_python, str(bogus), "-o", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "unknown model format" in proc.stderr
+
+
+def test_not_a_factory(torch_python, tmp_path):
+    proc = run(torch_python, "no_such_file.onnx", "-o", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "no such file" in proc.stderr
+
+
+def test_corrupt_onnx(torch_python, tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(DEMO_ONNX.read_bytes()[:5000])
+    proc = run(torch_python, str(broken), "--calibration", str(tmp_path), tool="quantize")
+    assert proc.returncode == 2 and "corrupt" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_corrupt_torchscript(torch_python, tmp_path):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"PK\x03\x04" + b"\0" * 100)
+    proc = run(torch_python, str(broken), "-o", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "corrupt" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_missing_calibration_folder(torch_python, tmp_path):
+    proc = run(torch_python, FACTORY, "--quantize", "int8", "--calibration", str(tmp_path / "nope"), "-o", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_empty_calibration_folder(torch_python, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run(torch_python, FACTORY, "--quantize", "int8", "--calibration", str(empty), "-o", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "holds no images" in proc.stderr
+
+
+def test_int8_without_calibration(torch_python, tmp_path):
+    proc = run(torch_python, FACTORY, "--quantize", "int8", "-o", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "--calibration" in proc.stderr
+
+
+def test_unconvertible_onnx_op_is_named(tf_python, tmp_path):
+    """DFT is a standard ONNX op (opset 17) that onnx2tf has no converter for."""
+    model = tmp_path / "dft.onnx"
+    code = ("import sys, onnx; from onnx import helper as h, TensorProto as T; "
+            "n = h.make_node('DFT', ['x'], ['y'], name='the_dft'); "
+            "g = h.make_graph([n], 'g', [h.make_tensor_value_info('x', T.FLOAT, [1, 3, 16, 16])], "
+            "[h.make_tensor_value_info('y', T.FLOAT, None)]); "
+            "onnx.save(h.make_model(g, opset_imports=[h.make_opsetid('', 17)]), sys.argv[1])")
+    from convert_helpers import ok
+
+    ok(run(tf_python, code, str(model), tool="code"))
+    proc = run(tf_python, str(model), "-o", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "'DFT'" in proc.stderr and "the_dft" in proc.stderr, proc.stderr[-2000:]

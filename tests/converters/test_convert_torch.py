@@ -1,0 +1,103 @@
+"""The demo detector (a PyTorch module factory and TorchScript) through every quantization mode."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import pytest
+from convert_helpers import FACTORY, SELFTEST, demo_args, ok, report, run
+
+from agent import load_detector
+from agent.manifest import read_embedded_manifest
+
+pytestmark = pytest.mark.slow
+
+# tolerances on the 16 held-out self-test frames (mAP@0.5:0.95, points)
+MAX_DROP = {"fp32": 0.1, "fp16": 0.5, "dynamic": 3.0, "int8": 3.0}
+
+
+@pytest.mark.parametrize("mode", ["fp32", "fp16", "dynamic", "int8"])
+def test_torch_module_every_mode(mode, torch_python, conversions, calibration_dir):
+    extra = ["--io-type", "uint8"] if mode == "int8" else []
+    out = conversions.get(f"torch-{mode}", torch_python, demo_args(mode, calibration_dir, *extra))
+    data = report(out)
+    assert data["labelled"] and data["images"] == 16
+    assert data["map_drop_points"] <= MAX_DROP[mode], data
+    assert data["converted"]["mAP50"] >= 0.9, data
+    assert data["agreement"] >= (0.99 if mode in ("fp32", "fp16") else 0.9), data
+    if mode == "fp32":
+        assert data["outputs"][0]["max_abs"] < 1e-4
+
+    # the agent loads the output (sidecar), and the same file alone (embedded manifest)
+    det = load_detector(out / "model.tflite")
+    assert det.manifest.input.layout.value == "NHWC"
+    assert det.manifest.input.dtype.value == ("uint8" if mode == "int8" else "float32")
+    assert det.manifest.quantization["mode"] == mode
+    frame = cv2.imread(str(SELFTEST / "scene_00.jpg"))
+    found = det.detect(frame)
+    assert found, "no detections on a self-test frame"
+    bare = out.parent / f"bare-{mode}"
+    bare.mkdir(exist_ok=True)
+    shutil.copy(out / "model.tflite", bare / "model.tflite")
+    embedded = read_embedded_manifest(bare / "model.tflite")
+    assert embedded is not None and embedded.labels == det.manifest.labels
+    alone = load_detector(bare / "model.tflite")
+    assert [d.label for d in alone.detect(frame)] == [d.label for d in found]
+
+
+def test_int8_head_guard_recorded(torch_python, conversions, calibration_dir):
+    out = conversions.get("torch-int8", torch_python, demo_args("int8", calibration_dir, "--io-type", "uint8"))
+    det = load_detector(out / "model.tflite")
+    guard = det.manifest.quantization["head_guard"]
+    assert guard["checked"] and guard["head_kept_float"]
+    assert det.manifest.provenance["source_kind"] == "torch-factory"
+    assert det.manifest.provenance["tools"]["litert-torch"]
+
+
+def test_torchscript(torch_python, tmp_path, conversions, calibration_dir):
+    scripted = tmp_path / "demo.pt"
+    code = ("import sys, torch; sys.path.insert(0, '.'); from tests.converters.demo_factory import build; "
+            f"m = build(); torch.jit.save(torch.jit.trace(m, torch.rand(1, 3, 192, 192)), {str(scripted)!r})")
+    ok(run(torch_python, code, tool="code"))
+    out = tmp_path / "ts"
+    args = demo_args("fp32", calibration_dir, "--input-size", "192")
+    args[0] = str(scripted)
+    ok(run(torch_python, *args, "-o", str(out)))
+    data = report(out)
+    assert data["outputs"][0]["max_abs"] < 1e-4 and data["map_drop_points"] <= 0.1
+    assert load_detector(out / "model.tflite").manifest.provenance["source_kind"] == "torchscript"
+
+
+def test_report_files(torch_python, conversions, calibration_dir):
+    out = conversions.get("torch-fp32", torch_python, demo_args("fp32", calibration_dir))
+    for name in ("report.md", "report.json", "latency.png", "pr_curve.png"):
+        assert (out / name).is_file(), name
+    assert "mAP@0.5:0.95" in (out / "report.md").read_text()
+
+
+def test_max_map_drop_gate_fails(torch_python, tmp_path, calibration_dir):
+    """A gate tighter than the measured drop exits 3 (the files are still written)."""
+    out = tmp_path / "gate"
+    proc = run(torch_python, *demo_args("int8", calibration_dir, "--io-type", "uint8", "--max-map-drop", "-100"),
+               "-o", str(out))
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "dropped" in proc.stderr and (out / "model.tflite").is_file()
+
+
+def test_factory_missing_toolchain_names_extra(tmp_path):
+    """Without torch in the interpreter, the error names the extra to install."""
+    import sys
+
+    pytest.importorskip("ai_edge_litert")
+    try:
+        import torch  # noqa: F401
+        pytest.skip("this interpreter has torch; the check needs one without it")
+    except ImportError:
+        pass
+    proc = run(sys.executable, FACTORY, "--input-size", "192", "-o", str(tmp_path / "x"))
+    assert proc.returncode == 2
+    assert "edge-agent[convert-torch]" in proc.stderr
+
+
