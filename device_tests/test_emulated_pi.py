@@ -40,7 +40,7 @@ def pi(host_tools: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
     host_setup("binfmt")
     dist = tmp_path_factory.mktemp("dist")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(REPO)], check=True
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO)], check=True
     )
     wheel = next(dist.glob("edge_agent-*.whl"))
     ov = Overlay("arm64")
