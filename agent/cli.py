@@ -124,7 +124,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg.source.id,
         cfg.source.type,
     )
-    stats = pipeline.run()
+    from agent.http.server import start_api
+
+    api = start_api(cfg.http, pipeline, context)  # local HTTP API when http.enabled (agent/http)
+    try:
+        stats = pipeline.run()
+    finally:
+        if api is not None:
+            api.stop()
     notifier.stopping()
     detector.close()
     snap = stats.snapshot()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agent.backends.base import default_threads
@@ -73,6 +73,39 @@ class LogConfig(_Section):
     )
 
 
+class HttpConfig(_Section):
+    """The local HTTP API (agent/http): health, metrics, status, on-demand detection."""
+
+    enabled: bool = Field(False, description="Serve the HTTP API from the agent process.")
+    host: str = Field(
+        "127.0.0.1", description="Bind address: 127.0.0.1 for this machine only, 0.0.0.0 (or a LAN address) for the network."
+    )
+    port: int = Field(8080, ge=1, le=65535, description="TCP port.")
+    token_file: Path | None = Field(
+        None,
+        description="File whose first line is the bearer token every endpoint but /healthz and /readyz requires. "
+        "Required when enabled.",
+    )
+    public_docs: bool = Field(False, description="Serve /docs and /openapi.json without the token (they hold no device data).")
+    max_upload_bytes: int = Field(8 * 2**20, ge=1024, le=256 * 2**20, description="Largest request body POST /v1/detect accepts.")
+    max_pixels: int = Field(
+        16_000_000, ge=1, le=400_000_000, description="Largest image (width x height) /v1/detect decodes; refused from the header."
+    )
+    max_side: int = Field(8192, ge=16, le=65535, description="Largest width or height /v1/detect decodes.")
+    max_pending_detects: int = Field(
+        4, ge=1, le=64, description="Detect requests running or waiting at once; more get 503 (protects the camera pipeline)."
+    )
+    ready_max_frame_age_s: float = Field(5.0, gt=0, description="/readyz fails when the last processed frame is older than this.")
+    snapshot_timeout_s: float = Field(2.0, gt=0, le=60, description="How long /v1/snapshot waits for the next frame.")
+    jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality of /v1/snapshot and annotated /v1/detect images.")
+
+    @model_validator(mode="after")
+    def _token_when_enabled(self) -> HttpConfig:
+        if self.enabled and self.token_file is None:
+            raise ValueError("token_file is required when enabled (a file holding the bearer token)")
+        return self
+
+
 class AgentConfig(BaseSettings):
     """Top-level configuration. Every field has a default; an empty file is valid."""
 
@@ -93,6 +126,7 @@ class AgentConfig(BaseSettings):
     )
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="Inference loop behaviour.")
     log: LogConfig = Field(default_factory=LogConfig, description="Logging.")
+    http: HttpConfig = Field(default_factory=HttpConfig, description="Local HTTP API (off by default).")
 
     @classmethod
     def settings_customise_sources(
