@@ -45,7 +45,15 @@ class Overlay:
         for d in ("upper", "work", "root"):
             (self.tmp / d).mkdir()
         subprocess.run(
-            ["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={self.lower},upperdir={self.tmp}/upper,workdir={self.tmp}/work", str(self.root)],
+            [
+                "mount",
+                "-t",
+                "overlay",
+                "overlay",
+                "-o",
+                f"lowerdir={self.lower},upperdir={self.tmp}/upper,workdir={self.tmp}/work",
+                str(self.root),
+            ],
             check=True,
         )
         self.caches = {
@@ -94,7 +102,9 @@ class Chroot:
             timeout=timeout,
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"in chroot ({self.ov.arch}) exit {proc.returncode}:\n{script}\n--- output ---\n{proc.stdout[-6000:]}")
+            raise AssertionError(
+                f"in chroot ({self.ov.arch}) exit {proc.returncode}:\n{script}\n--- output ---\n{proc.stdout[-6000:]}"
+            )
         return proc
 
 
@@ -139,7 +149,23 @@ class BootedMachine:
 
     def run(self, script: str, timeout: float = 1800, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
-        cmd = ["nsenter", "-t", str(self.leader), "-m", "-u", "-i", "-n", "-p", "--root", "--wd=/", "/bin/bash", "-euo", "pipefail", "-c", script]
+        cmd = [
+            "nsenter",
+            "-t",
+            str(self.leader),
+            "-m",
+            "-u",
+            "-i",
+            "-n",
+            "-p",
+            "--root",
+            "--wd=/",
+            "/bin/bash",
+            "-euo",
+            "pipefail",
+            "-c",
+            script,
+        ]
         proc = subprocess.run(cmd, env=env, cwd="/", text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"in container exit {proc.returncode}:\n{script}\n--- output ---\n{proc.stdout[-6000:]}")

@@ -28,9 +28,13 @@ def test_image_builds_offline_and_runs_the_demo(host_tools: None, tmp_path: Path
     rootfs = Path(host_setup("rootfs", "amd64"))
     if "localhost/bookworm-base" not in podman("images", "--format", "{{.Repository}}"):
         with subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE) as tar:
-            subprocess.run(["podman", "import", "-", "localhost/bookworm-base"], stdin=tar.stdout, check=True, capture_output=True)
+            subprocess.run(
+                ["podman", "import", "-", "localhost/bookworm-base"], stdin=tar.stdout, check=True, capture_output=True
+            )
     t0 = time.monotonic()
-    podman("build", "--isolation=chroot", "--network=host", "-q", "-t", "localhost/edge-agent:test", "-f", "Containerfile", str(REPO))
+    podman(
+        "build", "--isolation=chroot", "--network=host", "-q", "-t", "localhost/edge-agent:test", "-f", "Containerfile", str(REPO)
+    )
     print(f"podman build: {time.monotonic() - t0:.0f} s")
     user = podman("image", "inspect", "--format", "{{.Config.User}}", "localhost/edge-agent:test").strip()
     assert user == "10001:10001"

@@ -39,9 +39,7 @@ def make_video(path: Path, frames: int = 24) -> None:
 def pi(host_tools: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Chroot, str]]:
     host_setup("binfmt")
     dist = tmp_path_factory.mktemp("dist")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO)], check=True
-    )
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO)], check=True)
     wheel = next(dist.glob("edge_agent-*.whl"))
     ov = Overlay("arm64")
     try:

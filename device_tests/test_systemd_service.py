@@ -206,7 +206,9 @@ def test_reinstall_keeps_config_then_uninstall(machine: BootedMachine) -> None:
     dry = m.run("/root/edge-agent/scripts/install.sh --uninstall --dry-run").stdout
     assert "+ rm -rf /opt/edge-agent" in dry and m.run("test -d /opt/edge-agent && echo yes").stdout.strip() == "yes"
     m.run("/root/edge-agent/scripts/install.sh --uninstall")
-    assert m.run("test -e /etc/systemd/system/edge-agent.service || test -d /opt/edge-agent || echo gone").stdout.strip() == "gone"
+    assert (
+        m.run("test -e /etc/systemd/system/edge-agent.service || test -d /opt/edge-agent || echo gone").stdout.strip() == "gone"
+    )
     assert m.run("test -f /etc/edge-agent/config.yaml && echo kept").stdout.strip() == "kept"
 
 
@@ -216,7 +218,9 @@ def test_shipped_unit_verifies_on_the_host(tmp_path) -> None:  # type: ignore[no
     from device_tests._rootfs import REPO
 
     unit = tmp_path / "edge-agent.service"
-    unit.write_text((REPO / "systemd/edge-agent.service").read_text().replace("/opt/edge-agent/venv/bin/edge-agent", "/usr/bin/python3"))
+    unit.write_text(
+        (REPO / "systemd/edge-agent.service").read_text().replace("/opt/edge-agent/venv/bin/edge-agent", "/usr/bin/python3")
+    )
     proc = subprocess.run(["systemd-analyze", "verify", str(unit)], text=True, capture_output=True, cwd=tmp_path)
     assert proc.returncode == 0 and proc.stderr == "" and proc.stdout == "", proc.stderr  # 252 exits 0 on warnings
     proc = subprocess.run(
