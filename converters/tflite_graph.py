@@ -140,3 +140,28 @@ def _opcode_index(model: Any, builtin: int) -> int:
     code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), 2
     codes.append(code)
     return len(codes) - 1
+
+
+def ensure_signature(path: Path) -> None:
+    """Give a signature-less model (onnx2tf's float32 file) a ``serving_default`` one: the quantizer calibrates per signature."""
+    from ai_edge_litert import schema_py_generated as fb
+    from ai_edge_litert.tools import flatbuffer_utils as fbu
+
+    model = _read(path)
+    if model.signatureDefs:
+        return
+    sg = model.subgraphs[0]
+    sig = fb.SignatureDefT()
+    sig.signatureKey, sig.subgraphIndex = "serving_default", 0
+
+    def maps(indices: Any) -> list[Any]:
+        out = []
+        for i in indices:
+            m = fb.TensorMapT()
+            m.name, m.tensorIndex = _name(sg.tensors[int(i)]), int(i)
+            out.append(m)
+        return out
+
+    sig.inputs, sig.outputs = maps(sg.inputs), maps(sg.outputs)
+    model.signatureDefs = [sig]
+    path.write_bytes(bytes(fbu.convert_object_to_bytearray(model)))

@@ -36,6 +36,7 @@ def quantize(fp32_path: Path, out_path: Path, mode: str, calibration: np.ndarray
     aeq = require("ai_edge_quantizer", why="TFLite quantization")
     from ai_edge_quantizer import algorithm_manager, qtyping, quantizer, recipe
 
+    graph.ensure_signature(fp32_path)
     q = quantizer.Quantizer(str(fp32_path))
     if mode in ("fp16", "dynamic") and io_type != "float32":
         raise OptionError(f"--io-type {io_type} needs --quantize int8; {mode} keeps float32 I/O")
