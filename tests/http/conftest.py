@@ -1,0 +1,98 @@
+"""A running agent for the HTTP tests: the demo model on the synthetic camera, with the API on a free loopback port.
+
+Everything goes over real HTTP (httpx) to the uvicorn server inside this process, beside a
+pipeline that keeps producing frames on its own thread. No ``__init__.py`` here on purpose: a
+``tests/http`` package would shadow the standard library's ``http``.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agent.backends.base import BackendOptions
+from agent.config import HttpConfig
+from agent.demo import demo_model_path, selftest_dir
+from agent.detector import load_detector
+from agent.http.server import ApiServer
+from agent.pipeline import Pipeline
+from agent.sinks.base import AgentContext
+from agent.sources.synthetic import SyntheticConfig, SyntheticSource
+
+TOKEN = "test-token-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+@dataclass
+class RunningAgent:
+    base_url: str
+    pipeline: Pipeline
+    server: ApiServer
+    thread: threading.Thread
+
+    def client(self, token: str | None = TOKEN) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30.0)
+
+    @property
+    def alive(self) -> bool:
+        return self.thread.is_alive() and not self.pipeline.stopping
+
+
+@pytest.fixture(scope="session")
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAgent]:
+    tmp = tmp_path_factory.mktemp("http-agent")
+    token_file = tmp / "token"
+    token_file.write_text(TOKEN + "\n")
+    detector = load_detector(demo_model_path("tflite-int8"), BackendOptions(threads=1))
+    source = SyntheticSource(SyntheticConfig(fps=15.0, replay=32))
+    pipeline = Pipeline(detector, source, [])
+    config = HttpConfig(enabled=True, port=free_port(), token_file=token_file, max_upload_bytes=2 * 2**20)
+    server = ApiServer(config, pipeline, AgentContext("test-device", tmp / "state"))
+    server.start()
+    thread = threading.Thread(target=pipeline.run, name="test-pipeline", daemon=True)
+    thread.start()
+    running = RunningAgent(f"http://127.0.0.1:{server.port}", pipeline, server, thread)
+    with running.client(None) as c:
+        assert wait_until(lambda: c.get("/readyz").status_code == 200, 20), c.get("/readyz").text
+    yield running
+    pipeline.request_stop()
+    thread.join(timeout=10)
+    server.stop()
+    detector.close()
+
+
+@pytest.fixture
+def client(agent: RunningAgent) -> Iterator[httpx.Client]:
+    with agent.client() as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def scene_jpeg() -> bytes:
+    return (selftest_dir() / "scene_00.jpg").read_bytes()
+
+
+def selftest_images() -> list[Path]:
+    return sorted(selftest_dir().glob("*.jpg"))
