@@ -63,6 +63,8 @@ class Overlay:
         for host in self.caches:
             (host / "partial").mkdir(parents=True, exist_ok=True)
         shutil.copy("/etc/resolv.conf", self.root / "etc/resolv.conf")
+        # the host's CA bundle: where the host reaches package indexes through a TLS proxy, so must the guest
+        shutil.copy("/etc/ssl/certs/ca-certificates.crt", self.root / "etc/ssl/certs/ca-certificates.crt")
         # apt keeps downloaded .debs (the cache is a bind mount shared across runs)
         (self.root / "etc/apt/apt.conf.d/99keep-debs").write_text('Binary::apt::APT::Keep-Downloaded-Packages "true";\n')
 
@@ -91,7 +93,12 @@ class Chroot:
             subprocess.run(["mount", "--bind", src, str(root / rel)], check=True)
 
     def run(self, script: str, timeout: float = 1800, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
+        env = {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": "/root",
+            "LANG": "C.UTF-8",
+            "PIP_CERT": "/etc/ssl/certs/ca-certificates.crt",
+        }
         proc = subprocess.run(
             ["chroot", str(self.ov.root), "/bin/bash", "-euo", "pipefail", "-c", script],
             env=env,
@@ -148,7 +155,12 @@ class BootedMachine:
         raise AssertionError(f"container did not finish booting (state {state!r}):\n{self.console.read_text()[-4000:]}")
 
     def run(self, script: str, timeout: float = 1800, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
+        env = {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": "/root",
+            "LANG": "C.UTF-8",
+            "PIP_CERT": "/etc/ssl/certs/ca-certificates.crt",
+        }
         cmd = [
             "nsenter",
             "-t",
