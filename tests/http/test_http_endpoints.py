@@ -112,7 +112,11 @@ def test_docs_and_openapi_behind_the_token(agent: RunningAgent, client: httpx.Cl
     assert "swagger" in client.get("/docs").text.lower()
     spec = client.get("/openapi.json").json()
     assert {"/healthz", "/readyz", "/metrics", "/v1/status", "/v1/detect", "/v1/snapshot"} <= set(spec["paths"])
-    assert set(spec["paths"]["/v1/detect"]["post"]["requestBody"]["content"]) == {"image/jpeg", "image/png", "multipart/form-data"}
+    assert set(spec["paths"]["/v1/detect"]["post"]["requestBody"]["content"]) == {
+        "image/jpeg",
+        "image/png",
+        "multipart/form-data",
+    }
 
 
 def test_detect_does_not_share_state_with_the_pipeline(client: httpx.Client, agent: RunningAgent) -> None:
