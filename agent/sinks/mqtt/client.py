@@ -90,7 +90,11 @@ class MqttConnection:
             protocol=paho.MQTTv5 if self.v5 else paho.MQTTv311,
             clean_session=None if self.v5 else True,  # state lives in the outbox, not in a broker session
         )
-        client.enable_logger(logging.getLogger("agent.sinks.mqtt.paho"))
+        # paho logs every failed reconnect attempt at ERROR (once a second in an outage); this class
+        # reports connection state itself, once per 30 s, so paho speaks only when debugging
+        paho_log = logging.getLogger("agent.sinks.mqtt.paho")
+        paho_log.setLevel(logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.CRITICAL)
+        client.enable_logger(paho_log)
         client.suppress_exceptions = True  # our callbacks catch their own; this is the last line of defence
         if cfg.username:
             client.username_pw_set(cfg.username, password)

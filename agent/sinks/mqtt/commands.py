@@ -188,9 +188,10 @@ class CommandHandler:
         self.failed = 0
 
     def answer(self, name: str, req_id: str | None, outcome: Outcome | CommandFailed, reply_to: ReplyTo | None) -> CommandResult:
+        name, req_id = _printable(name), _printable(req_id)  # echoed text must encode as UTF-8 (no lone surrogates)
         if isinstance(outcome, CommandFailed):
             self.failed += 1
-            err = CommandError(code=outcome.code, message=str(outcome)[:1000], field=outcome.field)
+            err = CommandError(code=outcome.code, message=_printable(str(outcome)[:1000]), field=_printable(outcome.field))
             result = CommandResult(device_id=self.device_id, command=name, id=req_id, ok=False, error=err, time=self.clock())
         else:
             result = CommandResult(device_id=self.device_id, command=name, id=req_id, ok=True, result=outcome, time=self.clock())
@@ -262,6 +263,10 @@ class CommandHandler:
             field = exc.problems[0][0] if exc.problems else None
             raise CommandFailed("failed", str(exc), field) from None
         raise CommandFailed("unknown_command", f"no action for {name!r}")  # unreachable while COMMAND_ARGS and _run agree
+
+
+def _printable(text: str | None) -> Any:
+    return None if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _discard(_: Any) -> None:

@@ -151,9 +151,9 @@ class AgentControls:
             old.unlink(missing_ok=True)
         return path
 
-    def expire_snapshots(self) -> None:
+    def expire_snapshots(self, now: float | None = None) -> None:
         """Answer snapshots that got no frame in time (worker thread, periodically)."""
-        now = time.monotonic()
+        now = time.monotonic() if now is None else now
         with self._lock:
             late = [t for t, p in self._pending.items() if p.deadline <= now]
             expired = [self._pending.pop(t) for t in late]
