@@ -5,6 +5,7 @@ a bad config, the sandbox and a clean stop that publishes `offline` to the host'
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -34,6 +35,11 @@ DROP_IN = """\
 WatchdogSec=6
 RestartSec=1
 """
+
+
+def exposure(report: str) -> float:
+    """The figure from `systemd-analyze security`'s last line (its exit code varies inside a container)."""
+    return float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", report).group(1))  # type: ignore[union-attr]
 
 
 def show(m: BootedMachine, *props: str) -> dict[str, str]:
@@ -100,8 +106,8 @@ def test_install_enables_and_starts_the_service(machine: BootedMachine) -> None:
 def test_unit_verifies_clean_and_scores_low_exposure(machine: BootedMachine) -> None:
     proc = machine.run("systemd-analyze verify /etc/systemd/system/edge-agent.service 2>&1", check=False)
     assert proc.returncode == 0 and proc.stdout.strip() == "", proc.stdout
-    out = machine.run("systemd-analyze security --offline=yes --threshold=3 /etc/systemd/system/edge-agent.service").stdout
-    assert "Overall exposure level" in out, out
+    out = machine.run("systemd-analyze security --offline=yes /etc/systemd/system/edge-agent.service 2>&1 || true").stdout
+    assert exposure(out) <= 3.0, out[-2000:]
 
 
 def test_active_only_after_ready_and_status_shows_fps(machine: BootedMachine) -> None:
