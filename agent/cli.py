@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import AgentError, ConfigError, ModelError, SourceError
+from agent.http.bench import register as register_http
 from agent.mqtt_cli import register as register_mqtt
 from agent.status_file import register as register_status
 
@@ -229,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench)
     register_status(sub)  # status (agent/status_file.py)
     register_mqtt(sub)  # tail, bench-mqtt, mqtt schema|sign (agent/mqtt_cli.py)
+    register_http(sub)  # bench-http (agent/http/bench.py)
     return parser
 
 
