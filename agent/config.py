@@ -89,7 +89,7 @@ class HttpConfig(_Section):
     public_docs: bool = Field(False, description="Serve /docs and /openapi.json without the token (they hold no device data).")
     max_upload_bytes: int = Field(8 * 2**20, ge=1024, le=256 * 2**20, description="Largest request body POST /v1/detect accepts.")
     max_pixels: int = Field(
-        16_000_000, ge=1, le=400_000_000, description="Largest image (width x height) /v1/detect decodes; refused from the header."
+        16_000_000, ge=1, le=400_000_000, description="Largest image (width x height) /v1/detect decodes; checked in the header."
     )
     max_side: int = Field(8192, ge=16, le=65535, description="Largest width or height /v1/detect decodes.")
     max_pending_detects: int = Field(
