@@ -59,7 +59,9 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
 class Broker:
     """A private mosquitto: ``start``, ``stop`` (SIGTERM, saves persistence), ``kill`` (SIGKILL), ``start`` again."""
 
-    def __init__(self, workdir: Path, *, persistence: bool = False, listener_extra: str = "", port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *, persistence: bool = False, listener_extra: str = "", port: int | None = None, more: str = ""
+    ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -74,9 +76,11 @@ class Broker:
             "log_type error",
             "log_type warning",
         ]
+        if os.geteuid() == 0:  # run as root, mosquitto drops to user "mosquitto", who cannot read pytest's tmp dirs
+            lines.append("user root")
         if persistence:
             lines += ["persistence true", f"persistence_location {workdir}/", "autosave_interval 1"]
-        self.conf.write_text("\n".join(lines) + "\n")
+        self.conf.write_text("\n".join(lines) + "\n" + more)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Broker:
