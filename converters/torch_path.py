@@ -81,8 +81,12 @@ def export_fp32(net: Any, input_shape: tuple[int, ...], nhwc: bool, path: Path) 
     litert_torch = require("litert_torch", why="PyTorch -> TFLite")
     sample_shape = (input_shape[0], input_shape[2], input_shape[3], input_shape[1]) if nhwc else input_shape
     if isinstance(net, torch.jit.ScriptModule):
-        net = _unscript(net)
-    module = litert_torch.to_channel_last_io(net, args=[0]).eval() if nhwc else net
+        net = _unscript(net, torch.rand(*input_shape))
+    module = litert_torch.to_channel_last_io(net, args=[0]) if nhwc else net
+    try:
+        module = module.eval()
+    except NotImplementedError:  # an ExportedProgram's module is already in inference form and refuses eval()
+        pass
     try:
         with quiet():
             edge = litert_torch.convert(module, (torch.rand(*sample_shape),))
@@ -91,19 +95,14 @@ def export_fp32(net: Any, input_shape: tuple[int, ...], nhwc: bool, path: Path) 
         raise _conversion_error(exc) from None
 
 
-def _unscript(scripted: Any) -> Any:
-    """torch.export cannot trace a ScriptModule: wrap its forward in a plain module (traced through the call)."""
-    torch = require("torch")
+def _unscript(scripted: Any, sample: Any) -> Any:
+    """torch.export cannot trace a ScriptModule: convert it to an ExportedProgram (torch's TS2EP converter) first."""
+    from torch._export.converter import TS2EPConverter
 
-    class _Scripted(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = scripted
-
-        def forward(self, x: Any) -> Any:
-            return self.inner(x)
-
-    return _Scripted().eval()
+    try:
+        return TS2EPConverter(scripted, (sample,)).convert().module()
+    except Exception as exc:  # noqa: BLE001 - the converter raises per unsupported TorchScript construct
+        raise _conversion_error(exc) from None
 
 
 _OP_PATTERNS = [
