@@ -134,7 +134,7 @@ def test_active_only_after_ready_and_status_shows_fps(machine: BootedMachine) ->
     status = m.run("systemctl status --no-pager edge-agent", check=False).stdout
     print(status)
     line = next(ln for ln in status.splitlines() if "Status:" in ln)
-    assert " fps, model " in line and "0.0 fps" not in line, line
+    assert " fps, model " in line and 'Status: "0.0 fps' not in line, line
 
 
 def test_detections_reach_the_host_broker(machine: BootedMachine) -> None:
