@@ -93,9 +93,7 @@ def convert_to_tflite(opts: ConvertOptions) -> ConvertResult:
 
     opts.out.mkdir(parents=True, exist_ok=True)
     model_path = opts.out / "model.tflite"
-    qcal = None
-    if calibration is not None and opts.quantize == "int8":
-        qcal = calibration if layout is Layout.NHWC else calibration  # calibration is already in the TFLite layout
+    qcal = calibration if opts.quantize == "int8" else None  # already in the TFLite input layout
     pixel_range = _pixel_range(opts.mean, opts.std)
     qparams = quantize(fp32, model_path, opts.quantize, qcal, opts.io_type, float_head, pixel_range)
     qparams["head_guard"] = guard.as_dict(float_head)

@@ -42,7 +42,8 @@ def export_keras_fp32(source: SourceModel, path: Path) -> None:
 def _tf_error(exc: Exception) -> Exception:
     text = str(exc)
     match = re.search(r"'(tf\.[A-Za-z0-9_]+)' op is neither a custom op nor a flex op", text) or re.search(
-        r"failed to legalize operation '([^']+)'", text) or re.search(r"op[s]? [`'\"]?([A-Za-z0-9_.]+)[`'\"]? (?:is|are) not supported", text)
+        r"failed to legalize operation '([^']+)'", text) or re.search(
+        r"op[s]? [`'\"]?([A-Za-z0-9_.]+)[`'\"]? (?:is|are) not supported", text)
     if match:
         return UnsupportedOpError(match.group(1), f"the TF Lite converter has no builtin kernel for it ({text[:400]})")
     return ModelLoadError(f"the TF Lite converter failed: {type(exc).__name__}: {text[:800]}")

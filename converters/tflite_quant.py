@@ -93,7 +93,7 @@ def quantize(fp32_path: Path, out_path: Path, mode: str, calibration: np.ndarray
     return {"mode": "int8", "method": f"ai-edge-quantizer {_version(aeq)} static PTQ", "recipe": "static_wi8_ai8",
             "weights": "int8 symmetric per-channel", "activations": "int8 asymmetric per-tensor (min/max)",
             "calibration_images": len(calibration), "input_type": io_type,
-            "float_ops": head_names and f"detection head kept in float ({len(head_names)} tensors)" or "none",
+            "float_ops": (head_names and f"detection head kept in float ({len(head_names)} tensors)") or "none",
             "output_type": graph.output_type(model)}
 
 

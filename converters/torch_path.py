@@ -6,6 +6,7 @@ names and numerics are the PyTorch model's own; no ONNX or TF round trip that re
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import re
 import sys
@@ -83,10 +84,8 @@ def export_fp32(net: Any, input_shape: tuple[int, ...], nhwc: bool, path: Path) 
     if isinstance(net, torch.jit.ScriptModule):
         net = _unscript(net, torch.rand(*input_shape))
     module = litert_torch.to_channel_last_io(net, args=[0]) if nhwc else net
-    try:
+    with contextlib.suppress(NotImplementedError):  # an ExportedProgram's module refuses eval() (it is inference-only)
         module = module.eval()
-    except NotImplementedError:  # an ExportedProgram's module is already in inference form and refuses eval()
-        pass
     try:
         with quiet():
             edge = litert_torch.convert(module, (torch.rand(*sample_shape),))
