@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -54,9 +55,11 @@ def export_onnx_fp32(onnx_path: Path, path: Path) -> None:
     onnx2tf = require("onnx2tf", why="ONNX -> TFLite")
     require("tensorflow", "convert-onnx", why="onnx2tf")
     _check_onnx_ops(onnx_path)
-    source = onnx_path.resolve()
     cwd = os.getcwd()
     with tempfile.TemporaryDirectory(prefix="onnx2tf-") as tmp:
+        # onnx2tf rewrites its input file in place (op naming): hand it a copy, never the user's model
+        source = Path(tmp) / "source.onnx"
+        shutil.copyfile(onnx_path, source)
         np.save(Path(tmp) / ONNX2TF_SAMPLE, np.zeros((1, 8, 8, 3), np.float32))
         os.chdir(tmp)
         try:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from convert_helpers import DEMO_ONNX, SELFTEST, ok, report, run
 
 from agent import load_detector
+from agent.manifest import sha256_file
 
 pytestmark = pytest.mark.slow
 
@@ -29,6 +32,8 @@ def test_onnx_through_onnx2tf(tf_python, conversions, calibration_dir):
                                                      "--validate", str(SELFTEST), "--score-threshold", "0.45"])
     data = report(out)
     assert data["outputs"][0]["max_abs"] < 1e-4 and data["map_drop_points"] <= 0.1, data
+    assert sha256_file(DEMO_ONNX) == json.loads((DEMO_ONNX.parent / "model.json").read_text())["sha256"], \
+        "onnx2tf modified the source model in place"
     det = load_detector(out / "model.tflite")
     assert det.manifest.provenance["converter_path"] == "onnx2tf"
     assert det.manifest.input.layout.value == "NHWC"
