@@ -229,8 +229,9 @@ def test_shipped_unit_verifies_on_the_host(tmp_path) -> None:  # type: ignore[no
     )
     proc = subprocess.run(["systemd-analyze", "verify", str(unit)], text=True, capture_output=True, cwd=tmp_path)
     assert proc.returncode == 0 and proc.stderr == "" and proc.stdout == "", proc.stderr  # 252 exits 0 on warnings
+    # the figure, not the exit code: on a host without systemd as PID 1 security exits 1 even below --threshold
     proc = subprocess.run(
         ["systemd-analyze", "security", "--offline=yes", "--threshold=3", str(unit)], text=True, capture_output=True, cwd=tmp_path
     )
-    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert exposure(proc.stdout) <= 3.0, proc.stdout[-2000:] + proc.stderr[-1000:]
     print(proc.stdout.strip().splitlines()[-1])
