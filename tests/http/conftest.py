@@ -7,12 +7,14 @@ pipeline that keeps producing frames on its own thread. No ``__init__.py`` here 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -60,27 +62,32 @@ class RunningAgent:
         return self.thread.is_alive() and not self.pipeline.stopping
 
 
-@pytest.fixture(scope="session")
-def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAgent]:
-    tmp = tmp_path_factory.mktemp("http-agent")
+@contextlib.contextmanager
+def start_agent(tmp: Path, source: SyntheticConfig | None = None, **http: Any) -> Iterator[RunningAgent]:
+    """The demo model on a synthetic camera with the API on a free loopback port; stopped on exit."""
     token_file = tmp / "token"
     token_file.write_text(TOKEN + "\n")
     detector = load_detector(demo_model_path("tflite-int8"), BackendOptions(threads=1))
-    source = SyntheticSource(SyntheticConfig(fps=15.0, replay=32))
-    pipeline = Pipeline(detector, source, [])
-    config = HttpConfig(enabled=True, port=free_port(), token_file=token_file, max_upload_bytes=2 * 2**20)
+    pipeline = Pipeline(detector, SyntheticSource(source or SyntheticConfig(fps=15.0, replay=32)), [])
+    config = HttpConfig(enabled=True, port=free_port(), token_file=token_file, **http)
     server = ApiServer(config, pipeline, AgentContext("test-device", tmp / "state"))
     server.start()
     thread = threading.Thread(target=pipeline.run, name="test-pipeline", daemon=True)
     thread.start()
-    running = RunningAgent(f"http://127.0.0.1:{server.port}", pipeline, server, thread)
-    with running.client(None) as c:
+    try:
+        yield RunningAgent(f"http://127.0.0.1:{server.port}", pipeline, server, thread)
+    finally:
+        pipeline.request_stop()
+        thread.join(timeout=10)
+        server.stop()
+        detector.close()
+
+
+@pytest.fixture(scope="session")
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAgent]:
+    with start_agent(tmp_path_factory.mktemp("http-agent"), max_upload_bytes=2 * 2**20) as running, running.client(None) as c:
         assert wait_until(lambda: c.get("/readyz").status_code == 200, 20), c.get("/readyz").text
-    yield running
-    pipeline.request_stop()
-    thread.join(timeout=10)
-    server.stop()
-    detector.close()
+        yield running
 
 
 @pytest.fixture
