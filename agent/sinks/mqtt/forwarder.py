@@ -34,6 +34,7 @@ MQTT_ERR_QUEUE_SIZE = 15  # paho.mqtt.enums.MQTTErrorCode.MQTT_ERR_QUEUE_SIZE
 STALE_INFLIGHT_S = 10.0
 HOUSEKEEPING_S = 1.0
 BATCH = 512
+STORE_PER_CYCLE = 4 * BATCH
 DIRECT = -1  # handoff kind for messages that bypass the outbox (label counts)
 
 
@@ -175,7 +176,9 @@ class OutboxForwarder:
                 self.loop_errors += 1
                 log.exception("mqtt outbox forwarder: %s", exc)
                 time.sleep(0.1)
-            if self._stop.is_set() and not self._handoff:
+            if self._handoff:
+                self._wake.set()  # more waiting: go round again at once
+            elif self._stop.is_set():
                 return
 
     def _next_timeout(self) -> float:
@@ -186,8 +189,9 @@ class OutboxForwarder:
     def _cycle(self) -> None:
         store = self.store
         assert store is not None
-        while self._handoff:
-            self._store_batch(store)
+        budget = STORE_PER_CYCLE  # bounded, so a flood of new messages cannot starve sending and acks
+        while self._handoff and budget > 0:
+            budget -= self._store_batch(store)
         self._apply_acks(store)
         now = time.monotonic()
         if now - self._last_housekeeping >= HOUSEKEEPING_S:
@@ -198,20 +202,22 @@ class OutboxForwarder:
         if not self._handoff and not self._inflight and not store.has_after(self._cursor):
             self.idle.set()  # everything committed, sent and acknowledged
 
-    def _store_batch(self, store: OutboxStore) -> None:
+    def _store_batch(self, store: OutboxStore) -> int:
         batch: list[NewMessage] = []
-        while self._handoff and len(batch) < BATCH:
+        taken = 0
+        while self._handoff and taken < BATCH:
             kind, item = self._handoff.popleft()
+            taken += 1
             if kind == DIRECT:
                 self._publish_counts(item)
             else:
                 batch.append(self._serialize(Kind(kind), item))
-        if not batch:
-            return
-        try:
-            store.append(batch)
-        except OutboxWriteError as exc:
-            self._write_failed(exc)
+        if batch:
+            try:
+                store.append(batch)
+            except OutboxWriteError as exc:
+                self._write_failed(exc)
+        return taken
 
     def _serialize(self, kind: Kind, item: Any) -> NewMessage:
         t = self._topics
