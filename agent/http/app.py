@@ -26,6 +26,7 @@ from agent import __version__
 from agent.http.images import ACCEPTED_TYPES, UploadError
 from agent.http.models import ErrorBody, Health, Readiness
 from agent.schema import DetectionResult
+from agent.sinks.mqtt.payloads import StatusMessage
 from agent.telemetry import AgentStatus
 
 if TYPE_CHECKING:
@@ -184,8 +185,7 @@ def build_app(state: ApiState) -> FastAPI:
 
     @app.get(
         "/v1/status",
-        response_model=AgentStatus,
-        response_model_exclude_none=False,
+        response_model=StatusMessage | AgentStatus,  # StatusMessage when an mqtt sink runs
         tags=["telemetry"],
         dependencies=auth,
         summary="Agent, model, source and update state (the retained MQTT status)",
