@@ -94,7 +94,8 @@ def test_outbox_bound_drops_are_counted_and_reported(tmp_path: Path, idle_pipeli
     sink.event("camera_lost", {"source": "cam0"})
     for i in range(300):
         sink.emit(fake_result(i))
-    assert wait_until(lambda: fwd.store is not None and fwd.store.counters.inserted >= 301, 10)
+    # inserted, then trimmed to the bound by the writer thread: wait for the trim, not just the insert
+    assert wait_until(lambda: fwd.store is not None and fwd.store.counters.dropped["detection"] >= 201, 10)
     transport, _ = sink.transport_telemetry()
     assert transport.outbox_rows == 100 and not transport.connected
     assert transport.dropped["detection"] == 201 and transport.dropped["event"] == 0, transport.dropped

@@ -104,8 +104,14 @@ class _Counter:
         self._lock = threading.Lock()
         client_id = f"bench-counter-{os.getpid()}-{topic.replace('/', '-')}"  # one persistent session per counter
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
-        c.reconnect_delay_set(0.1, 0.5)
-        c.on_connect = lambda cl, u, f, rc, p: (cl.subscribe(topic, qos=1) if not f.session_present else None, self.ready.set())
+        c.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]  # paho's hint says int; it sleeps on floats fine
+
+        def on_connect(cl: Any, _u: Any, flags: Any, _rc: Any, _p: Any) -> None:
+            if not flags.session_present:
+                cl.subscribe(topic, qos=1)
+            self.ready.set()
+
+        c.on_connect = on_connect
         c.on_message = self._on_message
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 600
