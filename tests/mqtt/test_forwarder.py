@@ -123,9 +123,11 @@ def test_emit_never_waits_for_a_stuck_outbox(tmp_path: Path, idle_pipeline: Pipe
         t0 = time.perf_counter_ns()
         sink.emit(r)
         costs.append((time.perf_counter_ns() - t0) / 1000)
+    assert not gate.is_set(), "all 3000 emits returned while the writer was stuck"
     gate.set()
-    assert max(costs) < 20_000, f"emit blocked for {max(costs):.0f} µs"
-    assert statistics.median(costs) < 100, f"emit median {statistics.median(costs):.1f} µs"
+    costs.sort()
+    # single calls can be preempted on a busy machine; the bulk must be microseconds
+    assert statistics.median(costs) < 100 and costs[int(len(costs) * 0.99)] < 2000, (costs[len(costs) // 2], costs[-30:])
     assert fwd.handoff_drops >= 3000 - 100 - 512, "overflow is dropped and counted, never waited for"
     transport, _ = sink.transport_telemetry()
     assert transport.dropped["handoff"] == fwd.handoff_drops
