@@ -104,7 +104,8 @@ class OutboxForwarder:
         self._conn_gen = 0  # bumped by on_connect (paho thread)
         self._seen_gen = 0
         self._gate_until: float | None = None
-        self._replaying = True  # whatever is in the outbox at start is a backlog
+        self._replay_until = 0  # rows up to this id were in the outbox at (re)connect: the backlog, rate-limited
+        self._replay_started = 0.0
         self._last_housekeeping = 0.0
         self._latest_counts: CountsMessage | None = None
         self._counts_sent_gen = -1
@@ -182,7 +183,7 @@ class OutboxForwarder:
                 return
 
     def _next_timeout(self) -> float:
-        if self._replaying and self._bucket.rate > 0 and self._pub.connected:
+        if self.backlog_replaying and self._bucket.rate > 0 and self._pub.connected:
             return min(0.25, max(self._bucket.wait_s(), 0.002))
         return 0.25
 
@@ -232,7 +233,7 @@ class OutboxForwarder:
         # when nothing older waits, to keep order), else drop. Either way it is counted.
         store = self.store
         assert store is not None
-        if self._pub.connected and not self._replaying and len(self._inflight) + len(exc.rows) <= self._window:
+        if self._pub.connected and not self.backlog_replaying and len(self._inflight) + len(exc.rows) <= self._window:
             for row in exc.rows:
                 self._publish_row(row, persisted=False)
             self.unpersisted += len(exc.rows)
@@ -280,7 +281,7 @@ class OutboxForwarder:
         if self._conn_gen != self._seen_gen:  # (re)connected: paho re-sends what it holds first
             self._seen_gen = self._conn_gen
             self._gate_until = time.monotonic() + STALE_INFLIGHT_S
-            self._replaying = True
+            self._replay_until, self._replay_started = store.last_id, time.monotonic()  # today's backlog
             if self._latest_counts is not None and self._counts_sent_gen != self._conn_gen:
                 self._publish_counts(self._latest_counts)
         if self._gate_until is not None:
@@ -298,23 +299,19 @@ class OutboxForwarder:
             room = window - len(self._inflight)
             if room <= 0:
                 return
-            if self._replaying:
-                room = self._bucket.take(room)
+            replaying = self.backlog_replaying
+            if replaying:  # only the backlog is throttled; what arrived since follows at full speed
+                room = self._bucket.take(min(room, self._replay_until - self._cursor))
                 if room <= 0:
                     return
             rows = store.fetch_after(self._cursor, room)
-            if not rows:
-                if self._replaying:
-                    self._replaying = False
-                    log.info("outbox replay caught up")
-                return
             for row in rows:
                 if not self._publish_row(row, persisted=True):
                     return
+            if replaying and (not rows or not self.backlog_replaying):
+                log.info("outbox backlog replayed in %.1f s", time.monotonic() - self._replay_started)
+                self._replay_until = min(self._replay_until, self._cursor)
             if len(rows) < room:
-                if self._replaying:
-                    self._replaying = False
-                    log.info("outbox replay caught up")
                 return
 
     def _publish_row(self, row: OutboxRow, persisted: bool) -> bool:
@@ -352,4 +349,5 @@ class OutboxForwarder:
 
     @property
     def backlog_replaying(self) -> bool:
-        return self._replaying
+        """Sending what was in the outbox at the last (re)connect, at ``replay_rate_per_s``."""
+        return self._cursor < self._replay_until

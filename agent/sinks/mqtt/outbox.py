@@ -263,6 +263,11 @@ class OutboxStore:
         row = self.db.conn.execute("SELECT created FROM outbox ORDER BY id LIMIT 1").fetchone()
         return row[0] if row else None
 
+    @property
+    def last_id(self) -> int:
+        """The newest id handed out (stored or not): rows up to it exist or were dropped."""
+        return self._next_seq - 1
+
     def kind_rows(self) -> dict[str, int]:
         return {KIND_NAMES[k]: n for k, n in self._kind_rows.items()}
 
