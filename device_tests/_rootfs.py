@@ -76,8 +76,27 @@ class Overlay:
         return dest
 
     def close(self) -> None:
-        subprocess.run(["umount", "-R", str(self.root)], check=False)
+        if subprocess.run(["umount", "-R", str(self.root)], check=False).returncode != 0:
+            subprocess.run(["umount", "-R", "-l", str(self.root)], check=False)  # busy (a straggler process): detach
+        if os.path.ismount(self.root):
+            return  # never rm -rf through a mount (the binds include /dev and /proc)
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+_PI4_CORE = """processor\t: {n}
+BogoMIPS\t: 108.00
+Features\t: fp asimd evtstrm crc32 cpuid
+CPU implementer\t: 0x41
+CPU architecture: 8
+CPU variant\t: 0x0
+CPU part\t: 0xd08
+CPU revision\t: 3
+
+"""
+# /proc/cpuinfo of a Raspberry Pi 4 Model B (4x Cortex-A72) under Raspberry Pi OS bookworm's 64-bit kernel
+PI4_CPUINFO = "".join(_PI4_CORE.format(n=n) for n in range(4)) + (
+    "Hardware\t: BCM2835\nRevision\t: c03111\nSerial\t\t: 10000000deadbeef\nModel\t\t: Raspberry Pi 4 Model B Rev 1.1\n"
+)
 
 
 class Chroot:
@@ -91,6 +110,15 @@ class Chroot:
         for src, rel in binds:
             (root / rel).mkdir(parents=True, exist_ok=True)
             subprocess.run(["mount", "--bind", src, str(root / rel)], check=True)
+        if overlay.arch == "arm64" and os.uname().machine != "aarch64":
+            # qemu-user (7.2) hands guests the host's x86 /proc/cpuinfo. LiteRT's and onnxruntime's CPU
+            # detection parse it as an arm64 one and crash ("qemu: uncaught target signal 11") while the
+            # interpreter allocates tensors / the extension loads. A Pi 4's cpuinfo over the guest's view
+            # (private first, so the host's /proc never sees it) is what the kernel gives a real Pi.
+            cpuinfo = overlay.tmp / "cpuinfo"
+            cpuinfo.write_text(PI4_CPUINFO)
+            subprocess.run(["mount", "--make-private", str(root / "proc")], check=True)
+            subprocess.run(["mount", "--bind", str(cpuinfo), str(root / "proc/cpuinfo")], check=True)
 
     def run(self, script: str, timeout: float = 1800, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = {

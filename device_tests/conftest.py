@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,3 +39,37 @@ def host_tools() -> None:
     if shutil.which("apt-get") is None:
         pytest.skip("needs a Debian host (apt-get) for debootstrap and friends")
     host_setup("packages")
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """A private mosquitto on 127.0.0.1 for the session. The booted container and the arm64 chroot
+    share the host's network namespace, so the agent inside reaches it at the same address."""
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(mosquitto).exists() or shutil.which("mosquitto_sub") is None:
+        pytest.skip("needs mosquitto and mosquitto-clients (scripts/test.sh installs them)")
+    work = tmp_path_factory.mktemp("broker")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    conf = work / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest file {work}/mosquitto.log\nuser root\n")
+    proc = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"mosquitto did not start on {port}") from None
+                time.sleep(0.05)
+        yield ("127.0.0.1", port)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,11 @@ from device_tests._rootfs import REPO, host_setup
 
 pytestmark = pytest.mark.slow
 
+BASE = "localhost/bookworm-base"
+IMAGE = "localhost/edge-agent:test"
+# the test passes the image's PATH (/usr/bin:/bin) to the child; chroot itself lives in /usr/sbin
+CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
+
 
 def podman(*args: str, timeout: float = 1800) -> str:
     proc = subprocess.run(["podman", *args], text=True, capture_output=True, timeout=timeout)
@@ -24,21 +30,36 @@ def podman(*args: str, timeout: float = 1800) -> str:
     return proc.stdout
 
 
-def test_image_builds_offline_and_runs_the_demo(host_tools: None, tmp_path: Path) -> None:
+@pytest.fixture
+def clean_images() -> Iterator[None]:
+    """Each build leaves the previous image and its build stage untagged (~800 MB apiece): drop them after."""
+    try:
+        yield
+    finally:
+        subprocess.run(["podman", "rmi", "-f", IMAGE], capture_output=True)
+        subprocess.run(["podman", "image", "prune", "-f"], capture_output=True)
+
+
+def test_image_builds_offline_and_runs_the_demo(host_tools: None, clean_images: None, tmp_path: Path) -> None:
     rootfs = Path(host_setup("rootfs", "amd64"))
-    if "localhost/bookworm-base" not in podman("images", "--format", "{{.Repository}}"):
-        with subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE) as tar:
-            subprocess.run(
-                ["podman", "import", "-", "localhost/bookworm-base"], stdin=tar.stdout, check=True, capture_output=True
-            )
+    if subprocess.run(["podman", "image", "exists", BASE]).returncode != 0:
+        # the cached rootfs plus the host's CA bundle: the build stage's pip reaches PyPI the way the host does
+        # (through a TLS proxy here), as the device tests' overlays do (device_tests/_rootfs.py)
+        ca = tmp_path / "ca"
+        (ca / "etc/ssl/certs").mkdir(parents=True)
+        shutil.copy("/etc/ssl/certs/ca-certificates.crt", ca / "etc/ssl/certs/ca-certificates.crt")
+        tar = tmp_path / "base.tar"
+        bundle = "./etc/ssl/certs/ca-certificates.crt"
+        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tar), f"--exclude={bundle}", "."], check=True)
+        subprocess.run(["tar", "-C", str(ca), "-rf", str(tar), bundle], check=True)
+        podman("import", "--change", f"ENV=PIP_CERT={bundle[1:]}", str(tar), BASE)
+        tar.unlink()
     t0 = time.monotonic()
-    podman(
-        "build", "--isolation=chroot", "--network=host", "-q", "-t", "localhost/edge-agent:test", "-f", "Containerfile", str(REPO)
-    )
+    podman("build", "--isolation=chroot", "--network=host", "-q", "-t", IMAGE, "-f", "Containerfile", str(REPO))
     print(f"podman build: {time.monotonic() - t0:.0f} s")
-    user = podman("image", "inspect", "--format", "{{.Config.User}}", "localhost/edge-agent:test").strip()
+    user = podman("image", "inspect", "--format", "{{.Config.User}}", IMAGE).strip()
     assert user == "10001:10001"
-    cid = podman("create", "localhost/edge-agent:test").strip()
+    cid = podman("create", IMAGE).strip()
     try:
         podman("export", "-o", str(tmp_path / "image.tar"), cid)
     finally:
@@ -52,7 +73,7 @@ def test_image_builds_offline_and_runs_the_demo(host_tools: None, tmp_path: Path
         subprocess.run(["mount", "--bind", f"/{d}", str(root / d)], check=True)
     try:
         proc = subprocess.run(
-            ["chroot", "--userspec=10001:10001", str(root), "/opt/edge-agent/venv/bin/edge-agent", "run", "--frames", "5"],
+            [CHROOT, "--userspec=10001:10001", str(root), "/opt/edge-agent/venv/bin/edge-agent", "run", "--frames", "5"],
             env={"PATH": "/usr/bin:/bin", "STATE_DIRECTORY": "/var/lib/edge-agent", "EDGE_AGENT_SINKS": '[{"type": "jsonl"}]'},
             cwd="/",
             text=True,
@@ -61,11 +82,13 @@ def test_image_builds_offline_and_runs_the_demo(host_tools: None, tmp_path: Path
         )
     finally:
         for d in ("dev", "proc"):
-            subprocess.run(["umount", str(root / d)], check=False)
+            subprocess.run(["umount", "-l", str(root / d)], check=False)
+        if not any((root / d).is_mount() for d in ("dev", "proc")):
+            shutil.rmtree(root, ignore_errors=True)
+        (tmp_path / "image.tar").unlink(missing_ok=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     frames = [line for line in proc.stdout.splitlines() if '"frame_id"' in line]
     assert len(frames) == 5, proc.stdout[-2000:]
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_daemonset_manifest_parses() -> None:

@@ -18,17 +18,23 @@ from device_tests._rootfs import BootedMachine, Overlay
 
 pytestmark = pytest.mark.slow
 
-BROKER = ("127.0.0.1", 1883)
 PREFIX = f"edge-agent-test/{uuid.uuid4().hex[:8]}"
-CONFIG = f"""\
+Broker = tuple[str, int]
+
+
+def agent_config(broker: Broker) -> str:
+    """Synthetic frames, detections to the session's broker (conftest.py) under a per-run prefix."""
+    return f"""\
 source: {{type: synthetic, fps: 10}}
 sinks:
   - type: mqtt
-    host: {BROKER[0]}
-    port: {BROKER[1]}
+    host: {broker[0]}
+    port: {broker[1]}
     topic_prefix: {PREFIX}
 model: {{threads: 1}}
 """
+
+
 # Shorter than the shipped unit, so the test does not wait 30 s for a watchdog timeout.
 DROP_IN = """\
 [Service]
@@ -57,10 +63,10 @@ def wait_for(pred, timeout: float, what: str, step: float = 0.5):  # type: ignor
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def retained(topic: str) -> str | None:
+def retained(broker: Broker, topic: str) -> str | None:
     """The retained message on ``topic`` at the host's broker (mosquitto_sub), or None."""
     proc = subprocess.run(
-        ["mosquitto_sub", "-h", BROKER[0], "-p", str(BROKER[1]), "-t", topic, "-C", "1", "-W", "3", "--retained-only"],
+        ["mosquitto_sub", "-h", broker[0], "-p", str(broker[1]), "-t", topic, "-C", "1", "-W", "3", "--retained-only"],
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -69,7 +75,7 @@ def retained(topic: str) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def machine(host_tools: None) -> Iterator[BootedMachine]:
+def machine(host_tools: None, broker: Broker) -> Iterator[BootedMachine]:
     ov = Overlay("amd64")
     m = None
     try:
@@ -86,7 +92,7 @@ def machine(host_tools: None) -> Iterator[BootedMachine]:
         ov.close()
 
 
-def configure(m: BootedMachine, config: str = CONFIG) -> None:
+def configure(m: BootedMachine, config: str) -> None:
     m.run(
         f"cat > /etc/edge-agent/config.yaml <<'EOF'\n{config}EOF\n"
         "mkdir -p /etc/systemd/system/edge-agent.service.d\n"
@@ -110,9 +116,9 @@ def test_unit_verifies_clean_and_scores_low_exposure(machine: BootedMachine) -> 
     assert exposure(out) <= 3.0, out[-2000:]
 
 
-def test_active_only_after_ready_and_status_shows_fps(machine: BootedMachine) -> None:
+def test_active_only_after_ready_and_status_shows_fps(machine: BootedMachine, broker: Broker) -> None:
     m = machine
-    configure(m)
+    configure(m, agent_config(broker))
     m.run("systemctl restart --no-block edge-agent")
     seen = []
     deadline = time.monotonic() + 180
@@ -137,16 +143,16 @@ def test_active_only_after_ready_and_status_shows_fps(machine: BootedMachine) ->
     assert " fps, model " in line and 'Status: "0.0 fps' not in line, line
 
 
-def test_detections_reach_the_host_broker(machine: BootedMachine) -> None:
+def test_detections_reach_the_host_broker(machine: BootedMachine, broker: Broker) -> None:
     proc = subprocess.run(
-        ["mosquitto_sub", "-h", BROKER[0], "-p", str(BROKER[1]), "-t", f"{PREFIX}/detections", "-C", "1", "-W", "30"],
+        ["mosquitto_sub", "-h", broker[0], "-p", str(broker[1]), "-t", f"{PREFIX}/detections", "-C", "1", "-W", "30"],
         text=True,
         stdout=subprocess.PIPE,
     )
     assert proc.stdout.strip(), "no detection message reached the host's broker within 30 s"
     msg = json.loads(proc.stdout.splitlines()[0])
     assert "detections" in json.dumps(msg)
-    assert retained(f"{PREFIX}/availability") == "online"
+    assert retained(broker, f"{PREFIX}/availability") == "online"
 
 
 def test_sigstop_is_caught_by_the_watchdog(machine: BootedMachine) -> None:
@@ -180,14 +186,14 @@ def test_agent_writes_only_under_its_state_directory(machine: BootedMachine) -> 
     assert "Read-only file system" in probe or "Permission denied" in probe, probe
 
 
-def test_stop_is_clean_and_publishes_offline(machine: BootedMachine) -> None:
+def test_stop_is_clean_and_publishes_offline(machine: BootedMachine, broker: Broker) -> None:
     m = machine
     m.run("systemctl stop edge-agent")
     p = show(m, "ActiveState", "Result", "ExecMainStatus")
     assert p["ActiveState"] == "inactive" and p["Result"] == "success" and p["ExecMainStatus"] == "0", p
     journal = m.run("journalctl -u edge-agent --no-pager -o cat -n 30").stdout
     assert "stopped after" in journal, journal
-    assert retained(f"{PREFIX}/availability") == "offline"
+    assert retained(broker, f"{PREFIX}/availability") == "offline"
 
 
 def test_bad_config_fails_once_with_a_clear_line(machine: BootedMachine) -> None:
@@ -202,9 +208,9 @@ def test_bad_config_fails_once_with_a_clear_line(machine: BootedMachine) -> None
     assert "fps" in journal and "source" in journal, journal
 
 
-def test_reinstall_keeps_config_then_uninstall(machine: BootedMachine) -> None:
+def test_reinstall_keeps_config_then_uninstall(machine: BootedMachine, broker: Broker) -> None:
     m = machine
-    configure(m)
+    configure(m, agent_config(broker))
     out = m.run("/root/edge-agent/scripts/install.sh", timeout=900).stdout
     assert "kept existing /etc/edge-agent/config.yaml" in out
     assert "fps: 10" in m.run("cat /etc/edge-agent/config.yaml").stdout
