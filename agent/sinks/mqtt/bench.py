@@ -62,7 +62,7 @@ class _Broker:
             self.port = int(s.getsockname()[1])
         self.exe = exe
         self.conf = workdir / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "max_queued_messages 1000000"]
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "max_queued_messages 1000000", "set_tcp_nodelay true"]
         lines += ["persistence true", f"persistence_location {workdir}/", "log_type error"]
         if os.geteuid() == 0:
             lines.append("user root")  # keep access to the temp dir
@@ -96,6 +96,8 @@ class _Counter:
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
+        from agent.sinks.mqtt.client import set_nodelay
+
         self.ids: set[str] = set()
         self.latency = LatencyHistogram()
         self.transport = LatencyHistogram()
@@ -107,6 +109,7 @@ class _Counter:
         c.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]  # paho's hint says int; it sleeps on floats fine
 
         def on_connect(cl: Any, _u: Any, flags: Any, _rc: Any, _p: Any) -> None:
+            set_nodelay(cl)
             if not flags.session_present:
                 cl.subscribe(topic, qos=1)
             self.ready.set()
@@ -283,7 +286,7 @@ def bench_replay(host: str, broker: _Broker, work: Path, backlog: int, rate: flo
             t0 = time.monotonic()
             _wait(lambda: fwd.acked - acked0 >= backlog, 120)
             elapsed = time.monotonic() - t0
-            drained = fwd.store.rows == 0
+            drained = _wait(lambda: fwd.store is not None and fwd.store.rows == 0, 5)  # deletes follow the acks
             _wait(lambda: counter.count >= backlog, 20)
     finally:
         counter.close()

@@ -13,6 +13,7 @@ disconnecting (a clean DISCONNECT suppresses the will).
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -159,6 +160,7 @@ class MqttConnection:
         try:
             # paho ignores the broker's Receive Maximum; the forwarder keeps its window within it
             self.receive_maximum = int(getattr(properties, "ReceiveMaximum", 65535) or 65535)
+            set_nodelay(client)
             self.connected = True
             self.connects += 1
             self.last_connected_at = time.time()
@@ -198,6 +200,16 @@ class MqttConnection:
             except Exception as exc:
                 self.callback_errors += 1
                 log.exception("mqtt message handler failed on %s: %s", msg.topic, exc)
+
+
+def set_nodelay(client: paho.Client) -> None:
+    """Disable Nagle on paho's socket: small QoS 1 publishes otherwise wait up to 40 ms for delayed ACKs."""
+    sock = client.socket()
+    if isinstance(sock, socket.socket):  # plain and TLS sockets; not a websocket wrapper
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError) as exc:
+            log.debug("TCP_NODELAY not set: %s", exc)
 
 
 def publish_properties(content_type: str | None = None, response_to: tuple[str, bytes | None] | None = None) -> Properties:
