@@ -338,7 +338,7 @@ def run_mqtt_benchmark(
     seconds: float = 10.0, backlog: int = 5000, host: str | None = None, port: int = 1883, json_path: Path | None = None
 ) -> int:
     """Run the phases, print a table per phase with ratios to the targets, optionally write JSON."""
-    console = Console()
+    console = Console(width=None if Console().is_terminal else 110)  # a log or README keeps rows on one line
     results: dict[str, Any] = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()}
     with tempfile.TemporaryDirectory(prefix="edge-bench-mqtt-") as tmp:
         work = Path(tmp)
