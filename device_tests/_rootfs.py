@@ -127,6 +127,11 @@ class Chroot:
             "LANG": "C.UTF-8",
             "PIP_CERT": "/etc/ssl/certs/ca-certificates.crt",
         }
+        if self.ov.arch == "arm64" and os.uname().machine != "aarch64":
+            # qemu-user emulates its "max" CPU by default (SVE, i8mm, ...), which no Pi has: XNNPACK then picks
+            # int8 kernels that produce no detections under qemu 7.2. A Pi 4's Cortex-A72 matches the cpuinfo above
+            # and gives the host's results bit for bit.
+            env["QEMU_CPU"] = "cortex-a72"
         proc = subprocess.run(
             ["chroot", str(self.ov.root), "/bin/bash", "-euo", "pipefail", "-c", script],
             env=env,

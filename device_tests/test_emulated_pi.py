@@ -19,8 +19,6 @@ from device_tests._rootfs import REPO, Chroot, Overlay, host_setup
 
 pytestmark = pytest.mark.slow
 
-BROKER = ("127.0.0.1", 1883)
-
 
 def make_video(path: Path, frames: int = 24) -> None:
     """An MJPG file from the demo model's self-test scenes (known objects in them)."""
@@ -75,17 +73,17 @@ def test_install_script_in_the_emulated_pi(pi: tuple[Chroot, str]) -> None:
     assert "include-system-site-packages = true" in listing
 
 
-def test_demo_model_on_a_file_source_reaches_the_host_broker(pi: tuple[Chroot, str]) -> None:
+def test_demo_model_on_a_file_source_reaches_the_host_broker(pi: tuple[Chroot, str], broker: tuple[str, int]) -> None:
     ch, _ = pi
     prefix = f"edge-agent-qemu/{uuid.uuid4().hex[:8]}"
     config = f"""\
-source: {{type: opencv, file: /home/pi/demo.avi}}
+source: {{type: opencv, file: /home/pi/demo.avi, pace: fast}}
 sinks:
-  - {{type: mqtt, host: {BROKER[0]}, port: {BROKER[1]}, topic_prefix: {prefix}}}
+  - {{type: mqtt, host: {broker[0]}, port: {broker[1]}, topic_prefix: {prefix}}}
 model: {{threads: 2}}
 """
     sub = subprocess.Popen(
-        ["mosquitto_sub", "-h", BROKER[0], "-p", str(BROKER[1]), "-t", f"{prefix}/detections", "-C", "3", "-W", "900"],
+        ["mosquitto_sub", "-h", broker[0], "-p", str(broker[1]), "-t", f"{prefix}/detections", "-C", "3", "-W", "900"],
         text=True,
         stdout=subprocess.PIPE,
     )
