@@ -43,11 +43,16 @@ def tf_python() -> str:
     return _python("EDGE_AGENT_CONVERT_TF_PYTHON", CACHE / "venv-convert-onnx" / "bin" / "python", "convert-onnx")
 
 
-def run(python: str, *args: str, tool: str = "convert", timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run a converter CLI (or ``-c`` code when tool == 'code') in ``python``, offline, from the repo root."""
+def run(python: str, *args: str, tool: str = "convert", timeout: float = 600,
+        pythonpath: tuple[Path, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """Run a converter CLI (or ``-c`` code when tool == 'code') in ``python``, offline, from the repo root.
+
+    ``pythonpath``: extra import roots (a pickled module needs its class importable, as for any torch.load).
+    """
     entry = {"convert": "from converters.cli import convert_main as m; sys.exit(m())",
              "quantize": "from converters.cli import quantize_main as m; sys.exit(m())"}
-    env = {**os.environ, **OFFLINE, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    path = os.pathsep.join(str(p) for p in (REPO, *pythonpath))
+    env = {**os.environ, **OFFLINE, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
     cmd = [python, "-c", args[0], *args[1:]] if tool == "code" else [python, "-c", "import sys;" + entry[tool], *args]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 

@@ -6,7 +6,7 @@ import shutil
 
 import cv2
 import pytest
-from convert_helpers import FACTORY, SELFTEST, demo_args, ok, report, run
+from convert_helpers import FACTORY, REPO, SELFTEST, demo_args, ok, report, run
 
 from agent import load_detector
 from agent.manifest import read_embedded_manifest
@@ -67,6 +67,39 @@ def test_torchscript(torch_python, tmp_path, conversions, calibration_dir):
     data = report(out)
     assert data["outputs"][0]["max_abs"] < 1e-4 and data["map_drop_points"] <= 0.1
     assert load_detector(out / "model.tflite").manifest.provenance["source_kind"] == "torchscript"
+
+
+def test_exported_program(torch_python, tmp_path, calibration_dir):
+    """An ExportedProgram (.pt2, torch.export.save): no module attributes survive, so --input-size is given."""
+    saved = tmp_path / "demo.pt2"
+    code = ("import sys, torch; sys.path.insert(0, '.'); from tests.converters.demo_factory import build; "
+            f"torch.export.save(torch.export.export(build(), (torch.rand(1, 3, 192, 192),)), {str(saved)!r})")
+    ok(run(torch_python, code, tool="code"))
+    out = tmp_path / "ep"
+    args = demo_args("fp32", calibration_dir, "--input-size", "192")
+    args[0] = str(saved)
+    ok(run(torch_python, *args, "-o", str(out)))
+    data = report(out)
+    assert data["outputs"][0]["max_abs"] < 1e-4 and data["map_drop_points"] <= 0.1
+    assert data["converted"]["mAP50"] >= 0.9, data
+    assert load_detector(out / "model.tflite").manifest.provenance["source_kind"] == "exported-program"
+
+
+def test_pickled_module(torch_python, tmp_path, calibration_dir):
+    """A whole pickled module (torch.save(model)); its class must be importable, here from scripts/."""
+    saved = tmp_path / "demo_pickled.pt"
+    code = ("import sys, torch; sys.path.insert(0, '.'); from tests.converters.demo_factory import build; "
+            f"torch.save(build(), {str(saved)!r})")
+    ok(run(torch_python, code, tool="code"))
+    out = tmp_path / "pickled"
+    args = demo_args("int8", calibration_dir, "--io-type", "uint8")
+    args[0] = str(saved)
+    ok(run(torch_python, *args, "-o", str(out), pythonpath=(REPO / "scripts",)))
+    data = report(out)
+    assert data["map_drop_points"] <= MAX_DROP["int8"] and data["converted"]["mAP50"] >= 0.9, data
+    det = load_detector(out / "model.tflite")
+    assert det.manifest.provenance["source_kind"] == "torch-pickle"
+    assert det.manifest.input.dtype.value == "uint8"
 
 
 def test_report_files(torch_python, conversions, calibration_dir):
