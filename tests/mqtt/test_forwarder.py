@@ -137,7 +137,7 @@ def test_emit_never_waits_for_a_stuck_outbox(tmp_path: Path, idle_pipeline: Pipe
 def test_disk_full_keeps_publishing_without_durability(
     broker: Broker, tmp_path: Path, idle_pipeline: Pipeline, subscribers: list
 ) -> None:
-    sub = Subscriber(broker.port, ("edge/df/detections",))
+    sub = Subscriber(broker.port, ("edge/df/detections", "edge/df/events"))
     subscribers.append(sub)
     sink = started(make_sink(tmp_path / "state", broker.port, "df", telemetry_interval_s=0), idle_pipeline)
     fwd = sink.forwarder
@@ -153,4 +153,7 @@ def test_disk_full_keeps_publishing_without_durability(
         sink.emit(fake_result(i))
     assert wait_until(lambda: len(dedupe(sub.of("detections"))) == 200, 10), len(sub.of("detections"))
     assert fwd.store.counters.write_failures >= 1 and fwd.unpersisted > 0
+    assert wait_until(lambda: bool(sub.of("events")), 5)
+    event = sub.of("events")[0].json()
+    assert event["event"] == "error" and event["data"]["what"] == "outbox_write_failed" and "full" in event["data"]["error"]
     stop(sink)

@@ -242,6 +242,11 @@ class OutboxForwarder:
         now = time.monotonic()
         if now - self._write_error_logged > 30:
             self._write_error_logged = now
+            if self._pub.connected:  # tell the fleet too: an error event, published without durability
+                body = event_body(
+                    "error", {"what": "outbox_write_failed", "error": str(exc), "failures": store.counters.write_failures}
+                )
+                self._publish_row(store.number([NewMessage(Kind.EVENT, self._topics.events, body)])[0], persisted=False)
             log.error(
                 "outbox write failed (%s): %d message(s) %s; %d write failure(s) so far",
                 exc,

@@ -171,11 +171,8 @@ class OutboxStore:
                 self._set_meta("boot_id", boot)
 
     # ---- writing ------------------------------------------------------------------
-    def append(self, messages: Sequence[NewMessage]) -> list[OutboxRow]:
-        """Number, wrap and commit ``messages`` in one transaction, then enforce the bounds.
-
-        Raises :class:`OutboxWriteError` (carrying the built rows) when the commit fails.
-        """
+    def number(self, messages: Sequence[NewMessage]) -> list[OutboxRow]:
+        """Give messages their seq and envelope, without storing them (``append`` stores them)."""
         now = self.clock()
         rows = []
         for m in messages:
@@ -184,6 +181,14 @@ class OutboxStore:
             msg_id = f"{self.device_id}/{self.outbox_id}/{seq}"
             payload = envelope_json(msg_id, seq, self.device_id, now, m.body).encode()
             rows.append(OutboxRow(seq, m.kind, m.topic, payload, now, m.capture_ns))
+        return rows
+
+    def append(self, messages: Sequence[NewMessage]) -> list[OutboxRow]:
+        """Number, wrap and commit ``messages`` in one transaction, then enforce the bounds.
+
+        Raises :class:`OutboxWriteError` (carrying the built rows) when the commit fails.
+        """
+        rows = self.number(messages)
         try:
             with self.db.atomic():
                 self.db.conn.executemany(

@@ -26,6 +26,7 @@ from agent.schema import DetectionResult
 from agent.sinks.base import AgentContext, Sink, SinkConfigBase, config_hash
 from agent.sinks.mqtt.config import MqttSinkConfig
 from agent.sinks.mqtt.outbox import Kind
+from agent.sinks.mqtt.payloads import CountsMessage
 from agent.status_file import STATUS_FILE, write_status_file
 from agent.telemetry import AgentStatus, TelemetryCollector, TransportTelemetry, UpdateState
 
@@ -224,8 +225,6 @@ class MqttSink(Sink):
             counts[det.label] = counts.get(det.label, 0) + 1
         if counts != self._last_counts:
             self._last_counts = counts
-            from agent.sinks.mqtt.payloads import CountsMessage
-
             fwd.submit_counts(
                 CountsMessage.model_construct(
                     device_id=self.device_id, frame_id=result.frame_id, time=result.capture_time, counts=counts
