@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import tarfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from device_tests._rootfs import REPO, host_setup
 pytestmark = pytest.mark.slow
 
 BASE = "localhost/bookworm-base"
-IMAGE = "localhost/edge-agent:test"
+IMAGE = f"localhost/edge-agent:test-{uuid.uuid4().hex[:8]}"  # per run: concurrent runs on one host never share it
 # the test passes the image's PATH (/usr/bin:/bin) to the child; chroot itself lives in /usr/sbin
 CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
 
