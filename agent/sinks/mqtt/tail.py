@@ -124,8 +124,8 @@ def tail(
         if as_json:
             try:
                 body: Any = json.loads(msg.payload)
-            except ValueError:
-                body = {"bytes": len(msg.payload)}
+            except ValueError:  # availability is plain text, a snapshot is JPEG
+                body = msg.payload.decode() if kind == "availability" else {"bytes": len(msg.payload)}
             print(json.dumps({"topic": msg.topic, "retain": bool(msg.retain), "payload": body}), flush=True)
         else:
             msg_id = None
