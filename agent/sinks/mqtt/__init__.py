@@ -11,6 +11,7 @@ Layout (one responsibility per module):
 - ``commands.py``   command validation, HMAC, dispatch (no I/O)
 - ``controls.py``   what commands do to the running agent
 - ``discovery.py``  Home Assistant device discovery
+- ``reporting.py``  retained status, periodic telemetry, the status file (the ticker thread)
 - ``sink.py``       the Sink that wires them together
 - ``tail.py``, ``bench.py``  the ``tail`` and ``bench-mqtt`` commands (registered by ``agent/mqtt_cli.py``)
 

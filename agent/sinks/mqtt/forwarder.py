@@ -110,6 +110,7 @@ class OutboxForwarder:
         self._latest_counts: CountsMessage | None = None
         self._counts_sent_gen = -1
         self._write_error_logged = 0.0
+        self._error_logged_at = -1e9
         self.handoff_drops = 0
         self.published = 0
         self.acked = 0
@@ -173,14 +174,20 @@ class OutboxForwarder:
             self._wake.clear()
             try:
                 self._cycle()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - logged (rate-limited, with traceback) + counted; forwarding goes on
                 self.loop_errors += 1
-                log.exception("mqtt outbox forwarder: %s", exc)
+                self._log_error(f"forwarder cycle failed: {exc!r}", exc_info=True)
                 time.sleep(0.1)
             if self._handoff:
                 self._wake.set()  # more waiting: go round again at once
             elif self._stop.is_set():
                 return
+
+    def _log_error(self, message: str, exc_info: bool = False) -> None:
+        now = time.monotonic()
+        if now - self._error_logged_at > 30:  # at most one line per 30 s; every occurrence is counted
+            self._error_logged_at = now
+            log.error("mqtt outbox: %s (%d loop error(s) so far)", message, self.loop_errors, exc_info=exc_info)
 
     def _next_timeout(self) -> float:
         if self.backlog_replaying and self._bucket.rate > 0 and self._pub.connected:
@@ -211,8 +218,12 @@ class OutboxForwarder:
             taken += 1
             if kind == DIRECT:
                 self._publish_counts(item)
-            else:
+                continue
+            try:
                 batch.append(self._serialize(Kind(kind), item))
+            except (ValueError, TypeError) as exc:  # e.g. an event whose data cannot be JSON: count it, keep the rest
+                store.counters.dropped["write_error"] += 1
+                self._log_error(f"cannot serialize a {Kind(kind).name.lower()} message: {exc}")
         if batch:
             try:
                 store.append(batch)

@@ -5,7 +5,7 @@ Threads (the pipeline thread only ever appends to a deque):
 - ``mqtt-outbox``: the one SQLite writer; commits, publishes in order, deletes on PUBACK;
 - paho's network thread: socket, reconnects, callbacks (which only queue work);
 - ``mqtt-commands``: runs commands, snapshot encoding, status and discovery publishing;
-- ``mqtt-ticker``: telemetry every ``telemetry_interval_s``, ``status.json`` every ``status_file_interval_s``.
+- ``mqtt-ticker`` (``reporting.py``): telemetry, ``status.json`` and the retained status.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from agent.sinks.base import AgentContext, Sink, SinkConfigBase, config_hash
 from agent.sinks.mqtt.config import MqttSinkConfig
 from agent.sinks.mqtt.outbox import Kind
 from agent.sinks.mqtt.payloads import CountsMessage
-from agent.status_file import STATUS_FILE, write_status_file
-from agent.telemetry import AgentStatus, TelemetryCollector, TransportTelemetry, UpdateState
+from agent.sinks.mqtt.reporting import Reporter
+from agent.telemetry import UpdateState
 
 if TYPE_CHECKING:
     from agent.pipeline import Pipeline
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from agent.sinks.mqtt.payloads import CommandResult, StatusMessage
     from agent.sinks.mqtt.topics import Topics
     from agent.stats import LatencyHistogram
+    from agent.telemetry import TransportTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +91,9 @@ class MqttSink(Sink):
         self._early_events: deque[tuple[str, dict[str, Any]]] = deque(maxlen=100)
         self._last_counts: dict[str, int] | None = None
         self._last_published_counts: dict[str, int] | None = None
-        self._config_hash: str | None = None
-        self._file_telemetry: dict[str, Any] | None = None
-        self._started_at = time.time()
+        self.config_hash: str | None = None
         self._stop = threading.Event()
-        self._status_dirty = threading.Event()
+        self.reporter = Reporter(self)
         self._tasks: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=256)
         self._threads: list[threading.Thread] = []
         self.forwarder: OutboxForwarder | None = None
@@ -119,7 +118,7 @@ class MqttSink(Sink):
         ctx = self.context or AgentContext.defaults()
         self.context, self.pipeline = ctx, pipeline
         self.device_id, self.state_dir = ctx.device_id, ctx.state_dir
-        self._config_hash = config_hash(ctx.config) if ctx.config is not None else None
+        self.config_hash = config_hash(ctx.config) if ctx.config is not None else None
         self.topics = topics = Topics.for_device(ctx.device_id, cfg.topic_prefix)
         subscriptions: list[str] = []
         if cfg.commands.enabled:
@@ -174,7 +173,7 @@ class MqttSink(Sink):
             ctx,
             cfg.commands,
             run_later=self.run_later,
-            publish_jpeg=lambda jpeg: self._publish(topics.snapshot, jpeg, qos=1),
+            publish_jpeg=lambda jpeg: self.publish(topics.snapshot, jpeg, qos=1),
             apply_live_config=self._apply_live_config,
             get_policy=lambda: self.policy,
             set_policy=self._set_policy,
@@ -185,7 +184,7 @@ class MqttSink(Sink):
         while self._early_events:
             self.forwarder.submit(Kind.EVENT, self._early_events.popleft())
         self._spawn("mqtt-commands", self._command_loop)
-        self._spawn("mqtt-ticker", self._ticker_loop)
+        self.reporter.start()
         conn.start()
         log.info(
             "mqtt sink: %s as %s, topics %s/..., outbox %s", conn.broker, cfg.client_id or ctx.device_id, topics.prefix, path
@@ -204,15 +203,16 @@ class MqttSink(Sink):
         if self.conn is None:
             return
         self._stop.set()
+        self.reporter.stop()
         self._tasks.put(None)
         for thread in self._threads:
             thread.join(timeout=10)
         if self.conn.connected:
-            self._publish_status(state="stopped")
+            self.reporter.publish_status(state="stopped")
         self.conn.stop()
         if self.forwarder is not None:
             self.forwarder.stop()
-        self._write_status_file(None, state="stopped")
+        self.reporter.write_status_file(None, state="stopped")
         self.conn = None
 
     # ---- the pipeline thread: cheap, never blocks --------------------------------------
@@ -245,7 +245,7 @@ class MqttSink(Sink):
             return
         self.forwarder.submit(Kind.EVENT, (kind, data))
         if kind == "model_changed":
-            self._status_dirty.set()
+            self.reporter.dirty.set()
             if self.config.home_assistant.enabled:
                 self.run_later(self._announce)
 
@@ -253,7 +253,7 @@ class MqttSink(Sink):
     def set_update_state(self, state: str, detail: str | None = None) -> None:
         """Report the updater's state in the retained status (and the status file)."""
         self.update_state = UpdateState(state=state, detail=detail, since=time.time())
-        self._status_dirty.set()
+        self.reporter.dirty.set()
 
     def set_update_checker(self, checker: UpdateChecker) -> None:
         """What the ``check_update`` command runs (until set, it answers ``not_available``)."""
@@ -274,7 +274,7 @@ class MqttSink(Sink):
         self.run_later(self._after_connect)
 
     def _after_connect(self) -> None:
-        self._publish_status()
+        self.reporter.publish_status()
         if self.config.home_assistant.enabled:
             self._announce()
 
@@ -319,18 +319,19 @@ class MqttSink(Sink):
     def _reply(self, name: str, result: CommandResult, reply_to: ReplyTo | None) -> None:
         assert self.topics is not None
         payload = result.model_dump_json()
-        self._publish(self.topics.command_result(name), payload, qos=1)
+        self.publish(self.topics.command_result(name), payload, qos=1)
         if reply_to is not None and reply_to.topic and _valid_topic(reply_to.topic):
             from agent.sinks.mqtt.client import publish_properties
 
-            self._publish(
+            self.publish(
                 reply_to.topic,
                 payload,
                 qos=1,
                 properties=publish_properties("application/json", (reply_to.topic, reply_to.correlation)),
             )
 
-    def _publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False, properties: Any = None) -> bool:
+    def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False, properties: Any = None) -> bool:
+        """Publish outside the outbox (status, results, snapshots): best effort, True when handed to paho."""
         if self.conn is None:
             return False
         rc, _ = self.conn.publish(topic, payload, qos=qos, retain=retain, properties=properties)
@@ -344,108 +345,22 @@ class MqttSink(Sink):
         ha = self.config.home_assistant
         labels = ha.labels or list(self.pipeline.detector.labels)
         doc = discovery_payload(self.device_id, self.topics, labels, self.pipeline.detector.ref)
-        self._publish(discovery_topic(ha.discovery_prefix, self.device_id), json.dumps(doc), qos=1)
+        self.publish(discovery_topic(ha.discovery_prefix, self.device_id), json.dumps(doc), qos=1)
 
-    # ---- status and telemetry ------------------------------------------------------------
+    # ---- what other parts of the agent read (the HTTP API) --------------------------------
     def status(self, state: str = "running") -> StatusMessage:
-        from agent.sinks.mqtt.payloads import StatusMessage
-
-        assert self.pipeline is not None and self.topics is not None
-        p = self.pipeline
-        base = AgentStatus(
-            device_id=self.device_id,
-            state=state,
-            started_at=self._started_at,
-            uptime_s=time.time() - self._started_at,
-            model=p.detector.ref,
-            thresholds=p.detector.decoder.thresholds.model_dump(),
-            source={"id": p.source.config.id, "type": p.source.type_key, "connected": p.source.stats.connected},
-            config_hash=self._config_hash,
-            update=self.update_state,
-        )
-        return StatusMessage(**base.model_dump(), publish_policy=self.policy, topic_prefix=self.topics.prefix)
-
-    def _publish_status(self, state: str = "running") -> None:
-        if self.topics is not None and self.pipeline is not None:
-            self._publish(self.topics.status, self.status(state).model_dump_json(), qos=1, retain=True)
+        """The retained status as it stands now."""
+        return self.reporter.status(state)
 
     def transport_telemetry(self) -> tuple[TransportTelemetry, LatencyHistogram | None]:
-        fwd, conn = self.forwarder, self.conn
-        assert fwd is not None
-        store = fwd.store
-        oldest = fwd.oldest_created
-        return (
-            TransportTelemetry(
-                connected=bool(conn and conn.connected),
-                reconnects=conn.reconnects if conn else 0,
-                outbox_rows=store.rows if store else 0,
-                outbox_bytes=store.bytes if store else 0,
-                outbox_oldest_age_s=None if oldest is None else max(time.time() - oldest, 0.0),
-                published=fwd.published,
-                acknowledged=fwd.acked,
-                acknowledged_detections=fwd.acked_detections,
-                dropped=fwd.dropped(),
-            ),
-            fwd.capture_to_ack,
-        )
-
-    def _collector(self) -> TelemetryCollector:
-        assert self.pipeline is not None
-        p = self.pipeline
-        return TelemetryCollector(p.stats, lambda: p.detector.ref, self.state_dir, self.transport_telemetry)
-
-    def _ticker_loop(self) -> None:
-        telemetry, status_file = self._collector(), self._collector()
-        next_telemetry = time.monotonic() + (self.telemetry_interval_s or 0)
-        next_file = time.monotonic()
-        while not self._stop.is_set():
-            now = time.monotonic()
-            try:
-                if self.telemetry_interval_s > 0 and now >= next_telemetry and self.forwarder is not None:
-                    next_telemetry = now + self.telemetry_interval_s
-                    self.forwarder.submit(Kind.TELEMETRY, telemetry.collect())
-                    self._status_dirty.set()  # refresh uptime in the retained status too
-                if self.config.status_file_interval_s > 0 and now >= next_file:
-                    next_file = now + self.config.status_file_interval_s
-                    self._write_status_file(status_file)
-                if self._status_dirty.is_set():
-                    self._status_dirty.clear()
-                    self.run_later(self._publish_status)
-            except Exception as exc:
-                log.exception("mqtt ticker: %s", exc)
-            self._stop.wait(0.1)
-
-    def _write_status_file(self, collector: TelemetryCollector | None, state: str = "running") -> None:
-        if self.config.status_file_interval_s <= 0 or self.pipeline is None:
-            return
-        if collector is not None:  # the final write (at close) keeps the last sample
-            self._file_telemetry = collector.collect().model_dump(mode="json")
-        conn = self.conn
-        doc = {
-            "written_at": time.time(),
-            "pid": os.getpid(),
-            "device_id": self.device_id,
-            "status": self.status(state).model_dump(mode="json"),
-            "telemetry": self._file_telemetry,
-            "mqtt": {
-                "broker": conn.broker if conn else None,
-                "connected": bool(conn and conn.connected),
-                "last_error": conn.last_error if conn else None,
-                "last_connected_at": conn.last_connected_at if conn else None,
-                "replaying_backlog": bool(self.forwarder and self.forwarder.backlog_replaying),
-            },
-        }
-        try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            write_status_file(self.state_dir / STATUS_FILE, doc)
-        except OSError as exc:
-            log.warning("cannot write %s: %s", self.state_dir / STATUS_FILE, exc)
+        """Broker connection and outbox figures, plus the capture-to-ack histogram (for a TelemetryCollector)."""
+        return self.reporter.transport_telemetry()
 
     # ---- live configuration --------------------------------------------------------------
     def _set_policy(self, policy: str) -> None:
         self.policy = policy
         self._last_published_counts = None
-        self._status_dirty.set()
+        self.reporter.dirty.set()
 
     def _apply_live_config(self, cfg: MqttSinkConfig | None) -> dict[str, Any]:
         applied: dict[str, Any] = {}
@@ -461,8 +376,8 @@ class MqttSink(Sink):
 
     def _config_reloaded(self, new_hash: str | None) -> None:
         if new_hash is not None:
-            self._config_hash = new_hash
-        self._status_dirty.set()
+            self.config_hash = new_hash
+        self.reporter.dirty.set()
 
 
 def _discard(_: Any) -> None:
