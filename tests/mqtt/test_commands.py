@@ -289,8 +289,12 @@ def test_commands_over_the_broker_are_all_answered(broker: Broker, tmp_path: Pat
         assert len(on_result_topics) == len(sent)
         by_corr = {int(m.props.CorrelationData): m.json() for m in replies}
         for i, (name, _) in enumerate(sent):
-            assert by_corr[i]["command"] == name
-            assert by_corr[i]["ok"] == (i % 6 == 0 and name != "check_update"), by_corr[i]
+            answer = by_corr[i]
+            assert answer["command"] == name
+            if name == "snapshot" and i % 6 == 0 and not answer["ok"]:  # at most 4 wait for a frame; a burst gets "busy"
+                assert answer["error"]["code"] == "busy", answer
+                continue
+            assert answer["ok"] == (i % 6 == 0 and name != "check_update"), answer
         assert run.thread.is_alive(), "the agent carried on"
     finally:
         sender.disconnect()

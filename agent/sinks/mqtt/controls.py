@@ -117,8 +117,8 @@ class AgentControls:
 
         from agent.annotate import draw_detections
 
-        if args.annotate:
-            draw_detections(image, result.detections)  # the pipeline handed us a private copy
+        if args.annotate:  # one frame may answer several pending snapshots: draw on our own copy
+            image = draw_detections(image.copy(), result.detections)
         quality = args.quality or self.cfg.snapshot_jpeg_quality
         ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:
