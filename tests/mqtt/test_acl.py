@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
 import paho.mqtt.client as paho
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from .conftest import REPO, Broker, RunningPipeline, Subscriber, make_sink, wait_until
 
 START, END = "<!-- mqtt-acl:start -->", "<!-- mqtt-acl:end -->"
+
+pytestmark = pytest.mark.skipif(not shutil.which("mosquitto_passwd"), reason="needs mosquitto_passwd (mosquitto package)")
 
 
 def readme_acl() -> str:

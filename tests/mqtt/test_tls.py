@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -20,6 +21,10 @@ from agent.sinks.mqtt import MqttSink, MqttSinkConfig
 from .conftest import Broker, RunningPipeline, Subscriber, free_port, make_sink, wait_until
 
 PASSWORD = "pw-Zx81-never-logged"
+
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("openssl") and shutil.which("mosquitto_passwd")), reason="needs the openssl and mosquitto_passwd tools"
+)
 
 
 def _openssl(*args: str) -> None:
