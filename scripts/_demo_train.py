@@ -30,6 +30,7 @@ from torch import nn
 STRIDE = 8
 WIDTHS = (16, 32, 48, 80)
 BOX_GAIN, CLS_GAIN = 5.0, 1.0
+EXPORT_INPUT_SIZE = 192  # build_demo_model.INPUT_SIZE (the factory takes no arguments)
 
 
 class ConvBNReLU(nn.Sequential):
@@ -108,6 +109,17 @@ def fused_for_export(model: DemoDetector) -> DemoDetector:
     # same-shaped weight whose freed temporary had the same address.
     return fused.to(memory_format=torch.contiguous_format)
 
+
+
+def export_architecture() -> DemoDetector:
+    """The untrained export graph (BatchNorm folded), for ``convert-to-tflite _demo_train:export_architecture``.
+
+    The build script saves the trained fused state dict and converts with ``--weights`` through this
+    factory, the same ``module:callable`` path users take.
+    """
+    from agent.sources.scenes import CLASSES
+
+    return fused_for_export(DemoDetector(EXPORT_INPUT_SIZE, len(CLASSES)))
 
 # ---- assignment and loss ----------------------------------------------------------------
 

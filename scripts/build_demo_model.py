@@ -6,8 +6,10 @@ Workstation only (needs ``pip install -e '.[demo-build]'``, best in its own virt
 and litert-torch). Nothing is downloaded at run time: the data comes from ``agent.sources.scenes``.
 
 Steps: render 640x480 scenes and letterbox them to 192x192 like the agent; train ``DemoDetector``
-(``_demo_train.py``); export float and int8 TFLite (litert-torch + ai-edge-quantizer) and float and
-QDQ int8 ONNX (torch.onnx + onnxruntime.quantization) (``_demo_export.py``); evaluate every file with
+(``_demo_train.py``); convert it with the project's own converters, the tools users run: float and
+int8 TFLite with ``convert_to_tflite`` (the ``_demo_train:export_architecture`` factory plus the trained
+state dict; uint8 input, int8 output, detection head float), float ONNX with torch.onnx (the converters
+read ONNX but do not write it) and QDQ int8 ONNX with ``quantize_onnx``; evaluate every file with
 LiteRT / ONNX Runtime on held-out scenes (``_demo_eval.py``); and, only if every variant reaches
 mAP@0.5 >= 0.8, replace the artifacts under ``--out``:
 
@@ -18,8 +20,9 @@ mAP@0.5 >= 0.8, replace the artifacts under ``--out``:
 Why 192x192: 192 keeps the smallest scene objects (~11 px after letterboxing) above a stride-8 cell
 and costs ~56% of 256's compute on the Pi while mAP@0.5 stays ~0.97. The manifest embedded in each
 model has no sha256 (a file cannot hold its own hash); the sidecar ``model.json`` has the hash of the
-final file. Evaluation runs on the model bytes before embedding; afterwards the final files are
-checked to give bit-identical outputs, so the numbers hold for them.
+final file. Evaluation runs on the converters' output; each final file gets the converter's manifest
+re-embedded with the build's provenance (training, evaluation) and is checked to give bit-identical
+outputs, so the numbers hold for it.
 """
 
 from __future__ import annotations
@@ -62,6 +65,10 @@ SELFTEST_IMAGES, SELFTEST_BUDGET = 16, 280_000  # bytes; the self-test set ships
 GATE_MAP50 = 0.8
 SCORE_THRESHOLD, IOU_THRESHOLD, MAX_DETECTIONS = 0.45, 0.45, 50
 MODEL_NAME, MODEL_VERSION = "demo-shapes", "1.0.0"
+FACTORY = "_demo_train:export_architecture"  # the module:callable convert_to_tflite loads (+ the trained weights)
+ONNX_OPSET = 18  # the torch.onnx (dynamo) exporter's native opset; >= 17 as the agent requires
+ONNX_INPUT, ONNX_OUTPUT = "images", "output0"
+MAX_IR_VERSION = 9
 VARIANTS = ("tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8")
 REQUIRED = {  # import name -> distribution, all from the demo-build extra (or the base install)
     "torch": "torch", "litert_torch": "litert-torch", "ai_edge_quantizer": "ai-edge-quantizer",
@@ -144,13 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     calibration = train.images[:: max(1, len(train) // cfg.calibration_images)][: cfg.calibration_images]
 
     staging = Path(tempfile.mkdtemp(prefix="demo-model-build-"))
-    raw, quantization = export_all(model, calibration, staging, console)
+    raw, converted = export_all(model, calibration, staging, console)
     selftest = _write_selftest(held_out, staging)
     evals, selftests = evaluate_all(raw, held_out, selftest)
     training = {"seed": SEED, "train_images": len(train), "epochs": cfg.epochs, "batch_size": BATCH_SIZE,
                 "learning_rate": LEARNING_RATE, "threads": TRAIN_THREADS, "final_train_loss": round(result.final_loss, 5),
                 "epoch_losses": [round(v, 4) for v in result.epoch_losses], "train_seconds": round(result.seconds, 1)}
-    finals = finalize_all(raw, quantization, evals, training, cfg, staging)
+    finals = finalize_all(raw, converted, evals, training, cfg, staging)
     verify_final(raw, finals, held_out)
     passed = all(e.map50 >= GATE_MAP50 for e in evals.values())
     timings = {"data_seconds": round(t_data, 1), "train_seconds": round(result.seconds, 1),
@@ -170,26 +177,109 @@ def main(argv: list[str] | None = None) -> int:
 # ---- steps ---------------------------------------------------------------------------------------
 
 def export_all(model: DemoDetector, calibration: np.ndarray, staging: Path,
-               console: Console) -> tuple[dict[str, Path], dict[str, dict[str, object]]]:
-    """The four model files (before their manifests are embedded) and each one's quantization record."""
-    from _demo_export import export_onnx_fp32, export_tflite_fp32, quantize_onnx_int8, quantize_tflite_int8
+               console: Console) -> tuple[dict[str, Path], dict[str, ModelManifest]]:
+    """The four model files, made by the converters users run, and the manifest each conversion wrote.
+
+    TFLite: the trained weights go through ``convert_to_tflite`` as a ``module:callable`` factory plus a
+    state dict (``convert-to-tflite _demo_train:export_architecture --weights W``). ONNX int8:
+    ``quantize_onnx`` on the float ONNX. The float ONNX itself comes from torch.onnx here, because the
+    converters read ONNX but do not write it (and the test suite reads the trained weights back from it).
+    """
+    import torch
+
+    from agent.manifest import Thresholds, YoloV8Decoder
+    from agent.sources.scenes import CLASSES
+    from converters import ConvertOptions, OnnxQuantOptions, convert_to_tflite, quantize_onnx
 
     work = staging / ".work"
     work.mkdir()
-    raw = {v: work / f"{v}.{v.split('-')[0]}" for v in VARIANTS}
-    quant: dict[str, dict[str, object]] = {"tflite-fp32": {"method": "none (float32)"}, "onnx-fp32": {"method": "none (float32)"}}
-    with console.status("exporting float32 TFLite (litert-torch)"):
-        export_tflite_fp32(model, raw["tflite-fp32"], calibration[:8])
-    with console.status("quantizing TFLite to int8 (ai-edge-quantizer, static_wi8_ai8)"):
-        quant["tflite-int8"] = quantize_tflite_int8(raw["tflite-fp32"], calibration, raw["tflite-int8"])
+    cal_dir = _write_calibration(calibration, work / "calibration")
+    weights = work / "demo_detector_fused.pt"
+    torch.save(model.state_dict(), weights)
+    common = {"labels": CLASSES, "decoder": YoloV8Decoder(boxes_normalized=True), "version": MODEL_VERSION,
+              "thresholds": Thresholds(score=SCORE_THRESHOLD, iou=IOU_THRESHOLD, max_detections=MAX_DETECTIONS)}
+    manifests: dict[str, ModelManifest] = {}
+    for variant, mode, io_type in (("tflite-fp32", "fp32", "float32"), ("tflite-int8", "int8", "uint8")):
+        with console.status(f"convert-to-tflite {FACTORY} --quantize {mode} --io-type {io_type}"):
+            result = convert_to_tflite(ConvertOptions(
+                model=FACTORY, weights=weights, out=work / variant, quantize=mode, io_type=io_type, nhwc=True,
+                calibration=cal_dir, calibration_limit=len(calibration), name=f"{MODEL_NAME}-{variant}", **common))
+        shutil.rmtree(result.workdir, ignore_errors=True)
+        manifests[variant] = result.manifest
     with console.status("exporting float32 ONNX (torch.onnx)"):
-        export_onnx_fp32(model, raw["onnx-fp32"], calibration[:8])
-    with console.status("quantizing ONNX to QDQ int8 (onnxruntime)"):
-        # like the TFLite int8 model, the detection head (1x1 convs + decode, ~0.2% of the MACs) stays float:
-        # quantizing it cost ~0.03 mAP@0.5:0.95 here
-        quant["onnx-int8"] = quantize_onnx_int8(raw["onnx-fp32"], calibration, raw["onnx-int8"], work, float_head=True)
-    console.print("exported: " + ", ".join(f"{v} {p.stat().st_size / 1024:.0f} KiB" for v, p in raw.items()))
-    return raw, quant
+        onnx_fp32 = export_onnx_fp32(model, work / "onnx-fp32" / "model.onnx", calibration[:8])
+        manifests["onnx-fp32"] = _onnx_fp32_manifest(onnx_fp32, common)
+    with console.status("quantize-onnx --calibration (QDQ int8, MinMax, per-channel, float head)"):
+        q = quantize_onnx(OnnxQuantOptions(model=onnx_fp32, out=work / "onnx-int8", calibration=cal_dir,
+                                           calibration_limit=len(calibration), method="minmax", per_channel=True,
+                                           name=f"{MODEL_NAME}-onnx-int8", version=MODEL_VERSION))
+        manifests["onnx-int8"] = q.manifest
+    raw = {v: work / v / f"model.{v.split('-')[0]}" for v in VARIANTS}
+    console.print("converted: " + ", ".join(f"{v} {p.stat().st_size / 1024:.0f} KiB" for v, p in raw.items()))
+    return raw, manifests
+
+
+def _write_calibration(calibration: np.ndarray, folder: Path) -> Path:
+    """Letterboxed RGB training scenes as lossless PNGs (the converters read a folder, as users pass one).
+
+    They are already at the input size, so the converters' letterbox (the agent's preprocessing) is a no-op.
+    """
+    import cv2
+
+    folder.mkdir(parents=True)
+    for i, rgb in enumerate(calibration):
+        cv2.imwrite(str(folder / f"cal_{i:04d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return folder
+
+
+def export_onnx_fp32(model: DemoDetector, path: Path, check_images: np.ndarray) -> Path:
+    """Static-shape NCHW float ONNX: input ``images`` [1,3,S,S], output ``output0`` [1,4+C,N]; checked against torch."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from converters.progress import quiet
+
+    path.parent.mkdir(parents=True)
+    size = model.input_size
+    with quiet():
+        torch.onnx.export(model, (torch.rand(1, 3, size, size),), str(path), input_names=[ONNX_INPUT],
+                          output_names=[ONNX_OUTPUT], opset_version=ONNX_OPSET, dynamo=True, external_data=False)
+    proto = onnx.load(str(path))
+    if proto.ir_version > MAX_IR_VERSION:  # the agent allows onnxruntime >= 1.17, which loads at most IR 9
+        proto.ir_version = MAX_IR_VERSION
+        onnx.save(proto, str(path))
+    onnx.checker.check_model(proto)
+    got = ([i.name for i in proto.graph.input], [o.name for o in proto.graph.output])
+    if got != ([ONNX_INPUT], [ONNX_OUTPUT]):
+        raise RuntimeError(f"ONNX export named its tensors {got}, expected ([{ONNX_INPUT}], [{ONNX_OUTPUT}])")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for img in check_images:
+        x = img.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x)).numpy()
+        worst = max(worst, float(np.abs(sess.run(None, {ONNX_INPUT: x})[0] - expected).max()))
+    if worst > 1e-4:
+        raise RuntimeError(f"{path.name}: outputs differ from torch by up to {worst:.3g}; wrong graph or weights")
+    return path
+
+
+def _onnx_fp32_manifest(path: Path, common: dict[str, object]) -> ModelManifest:
+    """The float ONNX's manifest, written next to it so ``quantize_onnx`` reads labels, decoder and thresholds."""
+    from agent.manifest import InputSpec, Layout, ModelManifest, Normalization, TensorDType
+    from converters import manifest_io
+    from converters.toolchain import tool_versions as converter_tools
+
+    manifest = ModelManifest(
+        name=f"{MODEL_NAME}-onnx-fp32", file=path.name,
+        input=InputSpec(width=INPUT_SIZE, height=INPUT_SIZE, layout=Layout.NCHW, dtype=TensorDType.float32,
+                        normalization=Normalization(mean=(0.0, 0.0, 0.0), std=(255.0, 255.0, 255.0))),
+        quantization={"mode": "fp32"},
+        provenance={"tool": "torch.onnx.export (dynamo)", "converter_path": "torch.onnx", "tools": converter_tools()},
+        **common)  # type: ignore[arg-type]
+    return manifest_io.finalize(path, manifest)
 
 
 def _write_selftest(held_out: SceneSet, staging: Path) -> SceneSet:
@@ -217,64 +307,57 @@ def evaluate_all(raw: dict[str, Path], held_out: SceneSet,
     return evals, selftests
 
 
-def build_manifest(variant: str, quantization: dict[str, object], evals: dict[str, EvalResult],
-                   training: dict[str, object], cfg: BuildConfig, sha256: str | None) -> ModelManifest:
-    from agent.manifest import InputSpec, Layout, ModelManifest, Normalization, TensorDType, Thresholds, YoloV8Decoder
+def build_manifest(variant: str, converted: ModelManifest, evals: dict[str, EvalResult],
+                   training: dict[str, object], cfg: BuildConfig) -> ModelManifest:
+    """The converter's manifest plus the build's provenance: architecture, data, training and the evaluation."""
     from agent.sources.scenes import CLASSES
 
     is_tflite = variant.startswith("tflite")
-    dtype = TensorDType.uint8 if variant == "tflite-int8" else TensorDType.float32
-    return ModelManifest(
-        name=f"{MODEL_NAME}-{variant}",
-        version=MODEL_VERSION,
-        file=f"model.{'tflite' if is_tflite else 'onnx'}",
-        sha256=sha256,
-        input=InputSpec(width=INPUT_SIZE, height=INPUT_SIZE, layout=Layout.NHWC if is_tflite else Layout.NCHW,
-                        dtype=dtype, normalization=Normalization(mean=(0.0, 0.0, 0.0), std=(255.0, 255.0, 255.0)),
-                        pad_value=114),
-        labels=CLASSES,
-        decoder=YoloV8Decoder(boxes_normalized=True),
-        thresholds=Thresholds(score=SCORE_THRESHOLD, iou=IOU_THRESHOLD, max_detections=MAX_DETECTIONS),
-        quantization=quantization,
-        provenance={
-            "script": "scripts/build_demo_model.py",
-            "variant": variant,
-            "tools": tool_versions(),
-            "torch": importlib.metadata.version("torch"),
-            "architecture": "DemoDetector (scripts/_demo_train.py): ReLU CNN, stride 8 + 16 fused to one stride-8 "
-                            f"level, in-graph decode, output [1, 4+{len(CLASSES)}, {(INPUT_SIZE // 8) ** 2}]",
-            "data": "agent.sources.scenes.random_scene at 640x480, letterboxed to the input",
-            "training": training,
-            "eval": {"images": cfg.eval_images, "seed": EVAL_SEED, "mAP50": round(evals[variant].map50, 4),
-                     "mAP50_95": round(evals[variant].map50_95, 4), "runtime": "ai-edge-litert" if is_tflite else "onnxruntime",
-                     "fp32_reference": {"mAP50": round(evals[VARIANTS[0 if is_tflite else 2]].map50, 4),
-                                        "mAP50_95": round(evals[VARIANTS[0 if is_tflite else 2]].map50_95, 4)}},
-        },
-    )
+    reference = evals[VARIANTS[0 if is_tflite else 2]]
+    build = {
+        "script": "scripts/build_demo_model.py",
+        "variant": variant,
+        "build_tools": tool_versions(),
+        "architecture": "DemoDetector (scripts/_demo_train.py): ReLU CNN, stride 8 + 16 fused to one stride-8 "
+                        f"level, in-graph decode, output [1, 4+{len(CLASSES)}, {(INPUT_SIZE // 8) ** 2}]",
+        "data": "agent.sources.scenes.random_scene at 640x480, letterboxed to the input",
+        "training": training,
+        "eval": {"images": cfg.eval_images, "seed": EVAL_SEED, "mAP50": round(evals[variant].map50, 4),
+                 "mAP50_95": round(evals[variant].map50_95, 4), "runtime": "ai-edge-litert" if is_tflite else "onnxruntime",
+                 "fp32_reference": {"mAP50": round(reference.map50, 4), "mAP50_95": round(reference.map50_95, 4)}},
+    }
+    return converted.model_copy(update={"sha256": None, "provenance": {**converted.provenance, **build}})
 
 
-def finalize_all(raw: dict[str, Path], quant: dict[str, dict[str, object]], evals: dict[str, EvalResult],
+def finalize_all(raw: dict[str, Path], converted: dict[str, ModelManifest], evals: dict[str, EvalResult],
                  training: dict[str, object], cfg: BuildConfig, staging: Path) -> dict[str, Path]:
-    """Copy each model into its folder, embed the manifest (no hash), then write the sidecar with the final hash."""
-    from _demo_export import embed_onnx_manifest, embed_tflite_manifest
-
-    from agent.manifest import sha256_file
+    """Copy each model into its folder and re-embed its manifest with the build's provenance (sidecar: final hash)."""
+    from converters import manifest_io
 
     finals = {}
     for variant, path in raw.items():
         folder = staging / variant
         folder.mkdir()
-        final = folder / f"model{path.suffix}"
+        final = folder / path.name
         shutil.copyfile(path, final)
-        embedded = build_manifest(variant, quant[variant], evals, training, cfg, sha256=None).to_json()
-        if final.suffix == ".tflite":
-            embed_tflite_manifest(final, embedded)
-        else:
-            embed_onnx_manifest(final, embedded)
-        sidecar = build_manifest(variant, quant[variant], evals, training, cfg, sha256=sha256_file(final))
-        (folder / "model.json").write_text(sidecar.to_json() + "\n")
+        _strip_embedded(final)
+        manifest_io.finalize(final, build_manifest(variant, converted[variant], evals, training, cfg))
         finals[variant] = final
     return finals
+
+
+def _strip_embedded(path: Path) -> None:
+    """Drop the converter's appended manifest zip from a .tflite (ONNX metadata_props are replaced in place)."""
+    import zipfile
+
+    if path.suffix != ".tflite":
+        return
+    with zipfile.ZipFile(path) as zf:
+        start = min(info.header_offset for info in zf.infolist())
+    data = path.read_bytes()
+    if data[start:start + 4] != b"PK\x03\x04":
+        raise RuntimeError(f"{path}: cannot locate the embedded manifest zip")
+    path.write_bytes(data[:start])
 
 
 def verify_final(raw: dict[str, Path], finals: dict[str, Path], held_out: SceneSet) -> None:
