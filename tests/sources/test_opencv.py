@@ -224,5 +224,6 @@ def test_reader_reconnects_with_growing_backoff() -> None:
     assert got >= 6, "the consumer gets frames again after the camera is back"
     gaps = np.diff(src.open_attempts[1:])  # [0] is start(); then the reconnect attempts
     assert len(gaps) == 3
-    assert all(later > earlier * 1.5 for earlier, later in itertools.pairwise(gaps)), gaps
+    # back-off doubles; on a loaded machine each gap may stretch, so check growth, not exact doubling
+    assert all(later > earlier * 1.2 for earlier, later in itertools.pairwise(gaps)) and gaps[-1] > gaps[0] * 2.5, gaps
     assert src.open_attempts[1] - src.open_attempts[0] >= 0.02
