@@ -60,14 +60,19 @@ def _load(arg: str | None, demo_console: bool = False) -> Any:
     return load_config(path)
 
 
-def _open_detector(cfg: Any) -> Any:
-    from agent.backends import BackendOptions
+def _configured_model_path(cfg: Any) -> Path:
     from agent.demo import demo_model_path
+
+    return Path(cfg.model.path) if cfg.model.path is not None else demo_model_path(cfg.model.variant)
+
+
+def _open_detector(cfg: Any, path: Path | None = None) -> Any:
+    from agent.backends import BackendOptions
     from agent.detector import load_detector
     from agent.manifest import Thresholds
 
     m = cfg.model
-    path = m.path if m.path is not None else demo_model_path(m.variant)
+    path = path if path is not None else _configured_model_path(cfg)
     options = BackendOptions(threads=m.threads, delegate=m.delegate, delegate_options=m.delegate_options)
     detector = load_detector(path, options, None if m.backend == "auto" else m.backend, verify_sha256=m.verify_sha256)
     base = detector.manifest.thresholds
@@ -91,7 +96,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _load(args.config, demo_console=True)
     _setup_logging(cfg.log.level, cfg.log.format)
-    detector = _open_detector(cfg)
+    updater = None
+    if cfg.update.enabled:
+        from agent.ota.updater import ModelUpdater
+
+        updater = ModelUpdater(
+            cfg.update, state_dir=cfg.state_dir, device_id=cfg.device_id, open_model=lambda p: _open_detector(cfg, p)
+        )
+        model_path = updater.startup_model(_configured_model_path(cfg))  # the committed OTA model, else the configured one
+        try:
+            detector = _open_detector(cfg, model_path)
+        except ModelError as exc:
+            if model_path == _configured_model_path(cfg):
+                raise
+            log.error("installed model %s does not load (%s); starting the configured model", model_path, exc)
+            detector = _open_detector(cfg)
+    else:
+        detector = _open_detector(cfg)
     source = build_source(cfg.source)
     sinks = [build_sink(s) for s in cfg.sinks]
     context = AgentContext.from_config(cfg, _config_path(args.config))  # device id, state dir, config file
@@ -108,6 +129,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         overlap=overlap,
     )
     notifier = attach_notifier(pipeline)  # systemd Type=notify: READY after the first frame, WATCHDOG from the loop
+    if updater is not None:
+        updater.attach(pipeline)  # signed model updates (agent/ota): swaps models into this pipeline
 
     def _stop(signum: int, _frame: Any) -> None:
         log.info("received %s: finishing the current frame", signal.Signals(signum).name)
@@ -128,13 +151,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.http.server import start_api
 
     api = start_api(cfg.http, pipeline, context)  # local HTTP API when http.enabled (agent/http)
+    if updater is not None:
+        updater.start()
     try:
         stats = pipeline.run()
     finally:
+        if updater is not None:
+            updater.stop()
         if api is not None:
             api.stop()
     notifier.stopping()
-    detector.close()
+    pipeline.detector.close()
     snap = stats.snapshot()
     log.info("stopped after %d frames (%d dropped at the source)", snap["frames"], snap["frames_dropped"])
     return EXIT_OK

@@ -106,6 +106,53 @@ class HttpConfig(_Section):
         return self
 
 
+class UpdateConfig(_Section):
+    """Signed model updates from a fleet registry (agent/ota; README "Model updates")."""
+
+    enabled: bool = Field(False, description="Check the registry for new model versions and install them.")
+    url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s]+$",
+        description="Registry base URL (serves metadata/ and targets/). Required when enabled.",
+    )
+    trusted_root: Path | None = Field(
+        None, description="The registry's initial root metadata (1.root.json), installed with the agent. Required when enabled."
+    )
+    channel: Literal["stable", "canary"] = Field("stable", description="stable takes stable versions; canary takes both.")
+    model: str | None = Field(None, description="Model name to follow. Empty: the running model's manifest name.")
+    check_interval_s: float = Field(3600.0, ge=10, description="Seconds between scheduled checks (10% jitter).")
+    check_on_start: bool = Field(True, description="Check once right after start.")
+    fleet_topic: str | None = Field(
+        "edge/fleet/updates", description="Retained MQTT topic edge-registry publish --notify writes; a message triggers a check."
+    )
+    notify_jitter_s: float = Field(
+        5.0, ge=0, le=3600, description="Random delay before a notified check (spreads a fleet's downloads)."
+    )
+    keep_versions: int = Field(3, ge=2, le=50, description="Installed versions kept on disk (current and previous always).")
+    max_attempts: int = Field(3, ge=1, le=20, description="Attempts per version before it is given up.")
+    trial_frames: int = Field(100, ge=1, description="Frames the new model must process without error before commit.")
+    trial_s: float = Field(30.0, ge=0, description="And seconds it must run before commit.")
+    trial_timeout_s: float = Field(600.0, gt=0, description="A trial that has not seen trial_frames frames by then fails.")
+    latency_factor: float = Field(1.5, ge=1.0, description="New model's p50 inference may be this many times the old one's ...")
+    latency_slack_ms: float = Field(5.0, ge=0, description="... plus this many milliseconds (self-test and trial).")
+    selftest_dir: Path | None = Field(
+        None, description="Frames (and COCO labels.json) the candidate is tested on before the swap. Empty: the bundled ones."
+    )
+    selftest_min_recall: float = Field(0.5, ge=0, le=1, description="Recall the candidate needs on labelled self-test frames.")
+    disk_margin_mb: int = Field(20, ge=0, description="Free disk to leave beyond the download.")
+    ram_factor: float = Field(
+        2.0, ge=1.0, description="Free RAM needed, as a multiple of the model file size (two models loaded)."
+    )
+    download_timeout_s: float = Field(30.0, gt=0, description="Socket timeout of registry requests.")
+    download_retries: int = Field(5, ge=0, le=100, description="Resumed retries of an interrupted download.")
+
+    @model_validator(mode="after")
+    def _registry_when_enabled(self) -> UpdateConfig:
+        if self.enabled and (self.url is None or self.trusted_root is None):
+            raise ValueError("url and trusted_root are required when enabled (the registry and its 1.root.json)")
+        return self
+
+
 class AgentConfig(BaseSettings):
     """Top-level configuration. Every field has a default; an empty file is valid."""
 
@@ -127,6 +174,7 @@ class AgentConfig(BaseSettings):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="Inference loop behaviour.")
     log: LogConfig = Field(default_factory=LogConfig, description="Logging.")
     http: HttpConfig = Field(default_factory=HttpConfig, description="Local HTTP API (off by default).")
+    update: UpdateConfig = Field(default_factory=UpdateConfig, description="Signed model updates (off by default).")
 
     @classmethod
     def settings_customise_sources(

@@ -134,6 +134,8 @@ class Pipeline:
         self._ended = False
         self._snapshot_requests: list[SnapshotCallback] = []
         self._snapshot_lock = threading.Lock()
+        self._fallback: Detector | None = None
+        self.model_failure: BaseException | None = None
 
     # ---- control (any thread) ------------------------------------------------------
     def request_stop(self) -> None:
@@ -148,6 +150,39 @@ class Pipeline:
         """Use ``detector`` from the next frame on; frames in flight finish on the old one."""
         with self._swap_lock:
             self._pending_detector = detector
+
+    def arm_fallback(self, detector: Detector | None) -> None:
+        """While armed, a frame that fails on the running model switches back to ``detector``
+        (recorded in ``model_failure``) instead of stopping the pipeline: a model on trial
+        must not take the agent down with it. ``None`` disarms."""
+        with self._swap_lock:
+            self._fallback = detector
+            if detector is not None:
+                self.model_failure = None
+
+    def _fall_back(self, exc: BaseException) -> bool:
+        """After a failed frame: go back to the armed fallback model; False when there is none."""
+        with self._swap_lock:
+            fallback = self._fallback
+            if fallback is None or fallback is self.detector or not isinstance(exc, Exception):
+                return False
+            failed, self.detector = self.detector, fallback
+            self._fallback = self._pending_detector = None
+            self.model_failure = exc
+        log.error(
+            "model %s %s failed on a frame (%s: %s); back to %s %s",
+            failed.ref.name,
+            failed.ref.version,
+            type(exc).__name__,
+            exc,
+            fallback.ref.name,
+            fallback.ref.version,
+        )
+        self.emit_event(
+            "model_failed", {"name": failed.ref.name, "version": failed.ref.version, "error": f"{type(exc).__name__}: {exc}"}
+        )
+        self.emit_event("model_changed", {"name": fallback.ref.name, "version": fallback.ref.version})
+        return True
 
     def request_snapshot(self, callback: SnapshotCallback) -> None:
         """Call ``callback(bgr_image, result)`` with the next frame and its result (any thread).
@@ -206,11 +241,16 @@ class Pipeline:
     def _run_sequential(self) -> None:
         while self._want_more():
             self._take_swap()
-            ctx = self.detector.backend
-            job = self._fetch(self.detector, ctx)
-            if job is not None:
-                self._invoke(self.detector, ctx, job)
-                self._finish(self.detector, ctx, job)
+            detector = self.detector
+            ctx = detector.backend
+            try:
+                job = self._fetch(detector, ctx)
+                if job is not None:
+                    self._invoke(detector, ctx, job)
+                    self._finish(detector, ctx, job)
+            except Exception as exc:
+                if not self._fall_back(exc):
+                    raise
 
     def _run_overlapped(self) -> None:
         """Three stages on three threads, linked by queues, with two execution contexts.
@@ -224,7 +264,12 @@ class Pipeline:
         flight. A detector swap drains both contexts, then starts over with the new one.
         """
         while True:
-            self._run_epoch(self.detector)
+            try:
+                self._run_epoch(self.detector)
+            except Exception as exc:
+                if not self._fall_back(exc):
+                    raise
+                continue
             if self._pending_detector is None or not self._want_more():
                 return
             self._take_swap()
@@ -265,7 +310,7 @@ class Pipeline:
                     self._finish(detector, ctx, job)
                 except BaseException as exc:  # noqa: BLE001 - re-raised on the inference thread
                     failures.append(exc)
-                    self._stop.set()
+                    epoch_over.set()  # the filler stops, the inference loop ends and raises it
                 free.put(ctx)
 
         filler = threading.Thread(target=fill, name="pipeline-fill", daemon=True)

@@ -126,9 +126,16 @@ class TelemetrySnapshot(_Model):
 class UpdateState(_Model):
     """Where the model updater stands (OTA); ``not_available`` until an updater is wired in."""
 
-    state: str = Field("not_available", description="not_available, idle, checking, downloading, trial, committed, ...")
+    state: str = Field(
+        "not_available",
+        description="not_available, idle, checking, downloading, verifying, staged, trial, committed, rolled_back, failed.",
+    )
     detail: str | None = Field(None, description="Human-readable detail (reason of a failure, progress).")
     since: float | None = Field(None, description="Wall clock when the state was entered.")
+    model: str | None = Field(None, description="The model name the update is about.")
+    version: str | None = Field(None, description="The version being installed (or last installed/refused).")
+    progress: float | None = Field(None, description="Download progress 0..1 while downloading.")
+    reason: str | None = Field(None, description="Stable reason code of a failure or rollback (e.g. hash_mismatch).")
 
 
 class AgentStatus(_Model):

@@ -9,6 +9,7 @@ signatures, the snapshot (no mix-and-match) and the timestamp (freshness).
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -68,9 +69,23 @@ def rollback_target_path(model: str) -> str:
     return f"{ROLLBACK_PREFIX}{model}.json"
 
 
+def to_custom(entry: ModelTarget | RollbackInstruction) -> dict[str, Any]:
+    """A target's custom metadata: ``{"edge": <the entry as JSON text>}``.
+
+    TUF signs canonical JSON, which has no floats (rollout 12.5, published_at, the manifest's mean/std,
+    thresholds...), so the entry travels as a JSON string; the signature covers it like any other field.
+    """
+    return {CUSTOM_KEY: entry.model_dump_json()}
+
+
 def read_custom(custom: dict[str, Any] | None) -> ModelTarget | RollbackInstruction | None:
-    """The edge entry of a target's custom metadata; None for targets that are not ours."""
+    """The edge entry of a target's custom metadata; None for targets that are not ours.
+
+    Accepts the JSON text ``to_custom`` writes and a plain object. Raises ValueError when it is unusable.
+    """
     entry = (custom or {}).get(CUSTOM_KEY)
+    if isinstance(entry, str):
+        entry = json.loads(entry)  # JSONDecodeError is a ValueError, like pydantic's ValidationError
     if not isinstance(entry, dict):
         return None
     if entry.get("kind") == "rollback":

@@ -15,11 +15,12 @@ import logging
 import os
 import queue
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from paho.mqtt.client import topic_matches_sub
 
 from agent.errors import ConfigError
 from agent.schema import DetectionResult
@@ -104,6 +105,8 @@ class MqttSink(Sink):
         self.topics: Topics | None = None
         self.device_id = ""
         self.state_dir = Path(".")
+        self._extra_subscriptions: dict[str, Callable[[str, bytes], None]] = {}
+        self._update_checker: UpdateChecker | None = None
 
     # ---- lifecycle ------------------------------------------------------------------
     def start(self, pipeline: Pipeline) -> None:
@@ -125,6 +128,7 @@ class MqttSink(Sink):
             subscriptions.append(topics.commands)
         if cfg.home_assistant.enabled:
             subscriptions.append(f"{cfg.home_assistant.discovery_prefix}/status")
+        subscriptions.extend(self._extra_subscriptions)
         self.conn = conn = MqttConnection(
             cfg,
             cfg.client_id or ctx.device_id,
@@ -179,6 +183,7 @@ class MqttSink(Sink):
             set_policy=self._set_policy,
             on_config_reloaded=self._config_reloaded,
         )
+        self.controls.update_checker = self._update_checker
         verifier = HmacVerifier(self._hmac_key, cfg.commands.hmac_max_skew_s) if self._hmac_key else None
         self.commands = CommandHandler(ctx.device_id, self.controls, self._reply, verifier)
         while self._early_events:
@@ -250,15 +255,25 @@ class MqttSink(Sink):
                 self.run_later(self._announce)
 
     # ---- hooks for other parts of the agent (the OTA updater) -------------------------
-    def set_update_state(self, state: str, detail: str | None = None) -> None:
+    def set_update_state(self, state: UpdateState) -> None:
         """Report the updater's state in the retained status (and the status file)."""
-        self.update_state = UpdateState(state=state, detail=detail, since=time.time())
+        self.update_state = state
         self.reporter.dirty.set()
 
     def set_update_checker(self, checker: UpdateChecker) -> None:
         """What the ``check_update`` command runs (until set, it answers ``not_available``)."""
+        self._update_checker = checker
         if self.controls is not None:
             self.controls.update_checker = checker
+
+    def subscribe(self, topic: str, callback: Callable[[str, bytes], None]) -> None:
+        """Deliver messages on ``topic`` (a filter; QoS 1) to ``callback`` on the command worker thread.
+
+        Call before the pipeline starts (the fleet notification topic of the updater).
+        """
+        if self.conn is not None:
+            raise RuntimeError("subscribe() must be called before the MQTT sink starts")
+        self._extra_subscriptions[topic] = callback
 
     # ---- callbacks from paho's thread: queue the work ---------------------------------
     def run_later(self, task: Callable[[], None]) -> bool:
@@ -284,6 +299,10 @@ class MqttSink(Sink):
         assert self.topics is not None and self.commands is not None
         name = self.topics.command_name(topic)
         if name is None:
+            for pattern, callback in self._extra_subscriptions.items():
+                if topic_matches_sub(pattern, topic):
+                    self.run_later(lambda cb=callback: cb(topic, payload))  # type: ignore[misc]
+                    return
             ha = self.config.home_assistant
             if ha.enabled and topic == f"{ha.discovery_prefix}/status" and payload.strip() == b"online":
                 self.run_later(self._announce)  # Home Assistant (re)started: announce again

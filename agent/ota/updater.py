@@ -1,0 +1,835 @@
+"""The device's model updater: find a signed new version, fetch it, prove it, swap it in, commit or roll back.
+
+One thread, one update at a time. Every step is written to the journal before it is taken, so
+an agent killed at any point restarts into a known state:
+
+    idle -> checking -> downloading -> verified -> staged -> swapping -> trial -> committed
+                                 \\-> failed (old model never left)      \\-> rolled_back
+
+- Trust: python-tuf's ngclient verifies the registry's metadata (signatures, thresholds,
+  versions, expiry, snapshot consistency, length limits) from the root installed with the agent.
+  The target list is read from the targets metadata ngclient just verified and persisted; the
+  artifact's length and sha256 come from there and are checked after the download, and the
+  installed file is hashed again before every load.
+- Policy (ours, on top of TUF): versions only go up, unless a signed rollback instruction names
+  a lower one; staged rollout by hash(device id, model) mod 100; channels; minimum agent version;
+  a version that failed is not retried; attempts per version are capped.
+- Swap: the candidate is loaded beside the serving model, validated and self-tested on bundled
+  frames, its execution contexts created, then handed to the pipeline, which switches between two
+  frames. During the trial the old model stays loaded and armed as the pipeline's fallback: a
+  frame that fails on the new model switches back at once.
+- Commit is the ``current`` pointer switch (store.py). A crash during the trial therefore restarts
+  on the old model; the journal tells the restarted agent that this was an implicit rollback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import os
+import random
+import signal
+import statistics
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent import __version__
+from agent.errors import AgentError, ModelError
+from agent.ota.errors import OtaError, PolicyError, RegistryError, SelfTestError, TrialError
+from agent.ota.targets import ModelTarget, RollbackInstruction, accepts_channel, read_custom
+from agent.ota.versions import compare_versions, in_rollout, rollout_bucket
+from agent.telemetry import UpdateState
+
+if TYPE_CHECKING:
+    from tuf.api.metadata import TargetFile
+
+    from agent.config import UpdateConfig
+    from agent.detector import Detector
+    from agent.ota.journal import Journal
+    from agent.ota.store import Installed
+    from agent.pipeline import Pipeline
+    from agent.schema import DetectionResult
+
+log = logging.getLogger("agent.ota")
+
+FAULT_ENV = "EDGE_AGENT_OTA_FAULT"
+"""Fault injection for crash-safety tests: ``kill@<step>`` makes the agent SIGKILL itself right after
+the journal records <step> (downloading: after the first chunk is on disk). Never set in production."""
+
+OpenModel = Callable[[Path], "Detector"]
+
+
+def _fault(point: str) -> None:
+    if os.environ.get(FAULT_ENV) == f"kill@{point}":
+        log.warning("fault injection: SIGKILL at %s", point)
+        logging.shutdown()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ---- watching results: swap gap, per-model latency, trial progress --------------------------------
+@dataclass
+class _Seen:
+    t: float  # monotonic seconds the result left the decoder
+    model: str  # "<sha256>@<version>" of the model that produced it
+    invoke_ms: float
+
+
+class ResultWatch:
+    """A pipeline frame hook: remembers when results arrived and which model made them (cheap: one append)."""
+
+    def __init__(self, keep: int = 4096) -> None:
+        self._seen: deque[_Seen] = deque(maxlen=keep)
+        self._cond = threading.Condition()
+
+    def __call__(self, result: DetectionResult) -> None:
+        ref = result.model
+        seen = _Seen(time.monotonic(), f"{ref.sha256}@{ref.version}", result.timings.invoke_ms)
+        with self._cond:
+            self._seen.append(seen)
+            self._cond.notify_all()
+
+    def snapshot(self) -> list[_Seen]:
+        with self._cond:
+            return list(self._seen)
+
+    def wait_for(self, model: str, since: float, timeout: float, stop: threading.Event | None = None) -> _Seen | None:
+        """The first result from ``model`` after ``since``; None on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for s in self._seen:
+                    if s.t >= since and s.model == model:
+                        return s
+                left = deadline - time.monotonic()
+                if left <= 0 or (stop is not None and stop.is_set()):
+                    return None
+                self._cond.wait(min(left, 0.2))
+
+    def invoke_p50(self, model: str, since: float = 0.0, last: int = 200) -> float | None:
+        xs = [s.invoke_ms for s in self.snapshot() if s.model == model and s.t >= since][-last:]
+        return statistics.median(xs) if xs else None
+
+    def count(self, model: str, since: float) -> int:
+        return sum(1 for s in self.snapshot() if s.model == model and s.t >= since)
+
+    def swap_gap(self, old: str, new: str, since: float) -> tuple[float | None, float | None]:
+        """(ms between the last result of ``old`` and the first of ``new``, the median frame interval before)."""
+        seen = self.snapshot()
+        first_new = next((i for i, s in enumerate(seen) if s.t >= since and s.model == new), None)
+        if first_new is None or first_new == 0:
+            return None, None
+        gap = (seen[first_new].t - seen[first_new - 1].t) * 1000
+        before = [s.t for s in seen[:first_new] if s.model == old][-31:]
+        intervals = [(b - a) * 1000 for a, b in itertools.pairwise(before)]
+        return gap, (statistics.median(intervals) if intervals else None)
+
+
+def _model_key(detector: Detector) -> str:
+    # the version is part of the key: a registry may republish the same bytes under a new version
+    return f"{detector.ref.sha256}@{detector.ref.version}"
+
+
+# ---- what the registry offers this device ----------------------------------------------------------
+@dataclass
+class Offer:
+    target: ModelTarget
+    path: str  # the TUF target path
+    info: TargetFile
+    rollback: RollbackInstruction | None = None  # set when a signed instruction allows this downgrade
+
+
+@dataclass
+class Decision:
+    offer: Offer | None
+    detail: str
+    reason: str | None = None  # e.g. downgrade_refused, not_in_rollout
+    notes: list[str] = field(default_factory=list)
+
+
+def choose(
+    entries: list[tuple[str, ModelTarget | RollbackInstruction]],
+    *,
+    model: str,
+    device_id: str,
+    channel: str,
+    running_version: str,
+    floor_version: str | None,
+    failed: set[str],
+    rollback_serial_applied: int,
+    agent_version: str = __version__,
+) -> tuple[tuple[str, ModelTarget] | None, RollbackInstruction | None, str, str | None]:
+    """Pure selection: which target (if any) this device should install, and why (no I/O; tested alone).
+
+    Returns (path and target or None, the rollback instruction that allows it or None, detail, reason).
+    """
+    versions = [(p, t) for p, t in entries if isinstance(t, ModelTarget) and t.model == model]
+    instructions = [t for _, t in entries if isinstance(t, RollbackInstruction) and t.model == model]
+    rollback = max(instructions, key=lambda r: r.serial, default=None)
+    if (
+        rollback is not None
+        and rollback.serial > rollback_serial_applied
+        and compare_versions(running_version, rollback.to_version) > 0
+    ):
+        match = [(p, t) for p, t in versions if compare_versions(t.version, rollback.to_version) == 0]
+        if match:
+            return match[0], rollback, f"signed rollback #{rollback.serial} to {rollback.to_version}", None
+        return (
+            None,
+            None,
+            f"rollback #{rollback.serial} names {rollback.to_version}, which the registry does not list",
+            "rollback_target_missing",
+        )
+
+    skipped: list[str] = []
+    eligible: list[tuple[str, ModelTarget]] = []
+    for p, t in versions:
+        key = f"{t.model}@{t.version}"
+        if t.withdrawn:
+            continue
+        if not accepts_channel(channel, t.channel):
+            continue
+        if not in_rollout(device_id, model, t.rollout):
+            skipped.append(
+                f"{t.version} is rolled out to {t.rollout:g}% (this device's bucket is {rollout_bucket(device_id, model)})"
+            )
+            continue
+        if compare_versions(agent_version, t.min_agent_version) < 0:
+            skipped.append(f"{t.version} needs agent {t.min_agent_version} (this is {agent_version})")
+            continue
+        if key in failed:
+            skipped.append(f"{t.version} failed here before")
+            continue
+        eligible.append((p, t))
+    best = max(eligible, key=lambda pt: tuple(int(x) for x in pt[1].version.split(".")), default=None)
+    floor = running_version
+    if floor_version is not None and compare_versions(floor_version, floor) > 0:
+        floor = floor_version
+    if best is not None and compare_versions(best[1].version, floor) > 0:
+        return best, None, f"{best[1].version} is newer than {running_version}", None
+    if best is not None and compare_versions(best[1].version, running_version) < 0:
+        return (
+            None,
+            None,
+            f"the registry offers {best[1].version}, lower than the running {running_version}: "
+            "downgrade refused (no signed rollback instruction)",
+            "downgrade_refused",
+        )
+    reason = "not_in_rollout" if skipped and any("rolled out" in s for s in skipped) else None
+    detail = f"up to date ({running_version})" + (f"; skipped: {'; '.join(skipped)}" if skipped else "")
+    return None, None, detail, reason
+
+
+# ---- the updater -----------------------------------------------------------------------------------
+class ModelUpdater:
+    """Owns the OTA state dir (state_dir/ota) and the update thread of one agent."""
+
+    def __init__(
+        self,
+        cfg: UpdateConfig,
+        *,
+        state_dir: Path,
+        device_id: str,
+        open_model: OpenModel,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        from agent.ota.journal import Journal
+        from agent.ota.store import ModelStore
+
+        self.cfg = cfg
+        self.device_id = device_id
+        self.open_model = open_model
+        self.clock = clock
+        self.root = Path(state_dir) / "ota"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.store = ModelStore(self.root)
+        self.journal: Journal = Journal.open(self.root / "journal.json", max_attempts=cfg.max_attempts)
+        self.watch = ResultWatch()
+        self.pipeline: Pipeline | None = None
+        self.model_name: str | None = cfg.model
+        self.state = UpdateState(state="idle", since=clock())
+        self._sinks: list[Any] = []
+        self._pending_reports: list[tuple[str, dict[str, Any]]] = []
+        self._trigger = threading.Event()
+        self._stop = threading.Event()
+        self._due: float | None = None
+        self._thread: threading.Thread | None = None
+        self._busy = threading.Lock()
+        self._frames: list[Any] | None = None
+        self.last_outcome: dict[str, Any] | None = None
+        if self.journal.recovered_from is not None:
+            self._pending_reports.append(("journal_recovered", {"moved_to": str(self.journal.recovered_from)}))
+
+    # ---- start-up: which model to load ---------------------------------------------------------------
+    def startup_model(self, factory: Path) -> Path:
+        """The model file to start with: the committed one (re-hashed), else ``factory``.
+
+        Also settles an update the previous run left half-way (an implicit rollback if it was on trial).
+        """
+        from agent.errors import ModelFileError
+
+        current = self.store.current()
+        interrupted = self.journal.interrupted()
+        if interrupted is not None:
+            step, name, version = interrupted.step, interrupted.model, interrupted.version
+            if step in ("swapping", "trial"):
+                if current is not None and current.name == name and current.version == version:
+                    self.journal.finish_committed()
+                    self._queue("committed", model=name, version=version, detail="commit completed before the restart")
+                else:
+                    self.journal.finish_rolled_back("restarted_during_trial")
+                    self._queue(
+                        "rolled_back",
+                        model=name,
+                        version=version,
+                        reason="restarted_during_trial",
+                        detail=f"the agent restarted while {name} {version} was on trial: running the previous model",
+                    )
+            else:
+                self.journal.abandon(f"interrupted_at_{step}")
+                self._queue(
+                    "idle",
+                    model=name,
+                    version=version,
+                    reason=f"interrupted_at_{step}",
+                    detail=f"the agent restarted during {step} of {name} {version}; the next check resumes it",
+                )
+        for candidate in (current, self.store.previous()):
+            if candidate is None:
+                continue
+            try:
+                path = self.store.verify(candidate)
+            except ModelFileError as exc:
+                log.error("%s", exc)
+                self._queue(
+                    "failed", model=candidate.name, version=candidate.version, reason="installed_model_corrupt", detail=str(exc)
+                )
+                continue
+            if candidate is not current:
+                self.store.set_current(candidate)
+            return path
+        return factory
+
+    # ---- wiring -------------------------------------------------------------------------------------
+    def attach(self, pipeline: Pipeline) -> None:
+        """Hook into a pipeline (before it runs): watch results, report through its sinks, listen for notifications."""
+        self.pipeline = pipeline
+        pipeline.frame_hooks.append(self.watch)
+        if self.model_name is None:
+            self.model_name = pipeline.detector.ref.name
+        self._sinks = [s for s in pipeline.sinks if hasattr(s, "set_update_state")]
+        for sink in self._sinks:
+            sink.set_update_checker(self.request_check)
+            if self.cfg.fleet_topic:
+                sink.subscribe(self.cfg.fleet_topic, self.on_fleet_message)
+        self._publish_state(self.state)
+
+    def start(self) -> None:
+        for phase, data in self._pending_reports:
+            self._emit(phase, data)
+        self._pending_reports.clear()
+        if self.cfg.check_on_start:
+            self._trigger.set()
+        self._thread = threading.Thread(target=self._loop, name="ota-updater", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._trigger.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # ---- triggers -----------------------------------------------------------------------------------
+    def request_check(self) -> dict[str, Any]:
+        """The ``check_update`` command: queue a check now; the outcome is reported on status/events."""
+        busy = self._busy.locked()
+        self._due = None
+        self._trigger.set()
+        return {"queued": not busy, "state": self.state.state, "detail": "an update is in progress" if busy else "check queued"}
+
+    def on_fleet_message(self, topic: str, payload: bytes) -> None:
+        """A (retained) fleet notification: check soon, after a random delay so a fleet does not stampede."""
+        try:
+            note = json.loads(payload or b"{}")
+        except ValueError:
+            log.warning("ignoring a malformed fleet notification on %s (%d bytes of non-JSON)", topic, len(payload))
+            return
+        if not isinstance(note, dict) or (self.model_name and note.get("model") not in (None, self.model_name)):
+            return
+        running = self.pipeline.detector.ref.version if self.pipeline is not None else None
+        version = note.get("version")
+        with contextlib.suppress(ValueError, TypeError):
+            if running is not None and isinstance(version, str) and compare_versions(version, running) <= 0:
+                return
+        delay = random.uniform(0, self.cfg.notify_jitter_s)
+        log.info("fleet notification on %s (%s %s): checking in %.1f s", topic, note.get("model"), version, delay)
+        self._due = time.monotonic() + delay
+        self._trigger.set()
+
+    def _loop(self) -> None:
+        # let the pipeline warm up first: the old model's latency is the yardstick for the new one
+        deadline = time.monotonic() + 30.0
+        while not self._stop.is_set() and len(self.watch.snapshot()) < 20 and time.monotonic() < deadline:
+            self._stop.wait(0.1)
+        while not self._stop.is_set():
+            interval = self.cfg.check_interval_s * random.uniform(0.9, 1.1)
+            fired = self._trigger.wait(interval)
+            self._trigger.clear()
+            if self._stop.is_set():
+                return
+            due = self._due
+            if fired and due is not None and due > time.monotonic() and self._stop.wait(due - time.monotonic()):
+                return
+            self._due = None
+            self.check_and_apply()
+
+    # ---- one check -----------------------------------------------------------------------------------
+    def check_and_apply(self) -> dict[str, Any]:
+        """Check the registry and install what it offers; every outcome is reported, nothing raises."""
+        with self._busy:
+            try:
+                outcome = self._check_and_apply()
+            except OtaError as exc:
+                log.error("update: %s", exc)
+                outcome = {"state": "failed", "reason": exc.reason, "detail": str(exc)}
+                self._report("failed", reason=exc.reason, detail=str(exc), model=self.model_name)
+            except Exception as exc:
+                log.exception("update: unexpected failure")
+                outcome = {"state": "failed", "reason": "internal_error", "detail": f"{type(exc).__name__}: {exc}"}
+                self._report("failed", reason="internal_error", detail=outcome["detail"], model=self.model_name)
+            self.last_outcome = outcome
+            return outcome
+
+    def _check_and_apply(self) -> dict[str, Any]:
+        from agent.ota.errors import ClockError
+        from agent.ota.resources import clock_plausible
+
+        assert self.pipeline is not None, "attach() first"
+        ok, why = clock_plausible(self.clock())
+        if not ok:
+            raise ClockError(why)
+        self._report("checking", model=self.model_name, event=False)
+        offer, detail, reason = self._find_offer()
+        if offer is None:
+            self._report("idle", detail=detail, reason=reason, model=self.model_name, event=reason is not None)
+            return {"state": "idle", "detail": detail, "reason": reason}
+        return self._apply(offer)
+
+    def _tuf(self) -> Any:
+        from tuf.ngclient import Updater, UpdaterConfig
+
+        assert self.cfg.url is not None and self.cfg.trusted_root is not None
+        try:
+            bootstrap = Path(self.cfg.trusted_root).read_bytes()
+        except OSError as exc:
+            raise RegistryError(
+                f"update.trusted_root: cannot read {self.cfg.trusted_root}: {exc.strerror}; "
+                "install the registry's 1.root.json there",
+                reason="trusted_root_missing",
+            ) from None
+        tuf_dir = self.root / "tuf"
+        tuf_dir.mkdir(exist_ok=True)
+        base = self.cfg.url.rstrip("/")
+        config = UpdaterConfig(app_user_agent=f"edge-agent/{__version__}")
+        try:
+            return Updater(
+                str(tuf_dir), f"{base}/metadata/", target_base_url=f"{base}/targets/", bootstrap=bootstrap, config=config
+            )
+        except Exception as exc:  # noqa: BLE001 - ngclient raises several types for a bad root
+            raise RegistryError(
+                f"update.trusted_root: {self.cfg.trusted_root} is not valid root metadata: {exc}", "trusted_root_invalid"
+            ) from None
+
+    def _refresh(self, tuf: Any) -> None:
+        from tuf.api import exceptions as tx
+
+        base = self.cfg.url
+        try:
+            tuf.refresh()
+        except tx.ExpiredMetadataError as exc:
+            raise RegistryError(
+                f"registry {base}: {exc} (the registry must run refresh-timestamp; or this clock is wrong)", "metadata_expired"
+            ) from None
+        except tx.BadVersionNumberError as exc:
+            raise RegistryError(
+                f"registry {base}: {exc}: metadata older than what this device has seen (rollback attack?)", "metadata_rollback"
+            ) from None
+        except tx.UnsignedMetadataError as exc:
+            raise RegistryError(f"registry {base}: {exc}: signature check failed", "bad_signature") from None
+        except tx.LengthOrHashMismatchError as exc:
+            raise RegistryError(
+                f"registry {base}: {exc}: metadata does not match what the snapshot/timestamp signed (mix-and-match?)",
+                "metadata_mismatch",
+            ) from None
+        except tx.DownloadLengthMismatchError as exc:
+            raise RegistryError(f"registry {base}: {exc}: metadata larger than allowed", "oversized") from None
+        except tx.DownloadError as exc:
+            raise RegistryError(f"registry {base} unreachable: {exc}", "registry_unreachable") from None
+        except tx.RepositoryError as exc:
+            raise RegistryError(f"registry {base}: metadata rejected: {type(exc).__name__}: {exc}", "metadata_rejected") from None
+
+    def _find_offer(self) -> tuple[Offer | None, str, str | None]:
+        from tuf.api.metadata import Metadata, Targets
+
+        tuf = self._tuf()
+        self._refresh(tuf)
+        # refresh() just verified and persisted the top-level targets: list what it signs
+        targets: Metadata[Targets] = Metadata.from_file(str(self.root / "tuf" / "targets.json"))
+        entries: list[tuple[str, ModelTarget | RollbackInstruction]] = []
+        for path, tf in targets.signed.targets.items():
+            try:
+                custom = read_custom(tf.custom)
+            except ValueError as exc:
+                log.warning("registry target %s has unusable edge metadata, skipped: %s", path, exc)
+                continue
+            if custom is not None:
+                entries.append((path, custom))
+        assert self.pipeline is not None and self.model_name is not None
+        running = self.pipeline.detector.ref.version
+        j = self.journal.state
+        picked, rollback, detail, reason = choose(
+            entries,
+            model=self.model_name,
+            device_id=self.device_id,
+            channel=self.cfg.channel,
+            running_version=running,
+            floor_version=j.highest_committed.get(self.model_name),
+            failed={k for k in j.failed if k.startswith(f"{self.model_name}@")},
+            rollback_serial_applied=j.rollback_serial.get(self.model_name, 0),
+        )
+        if picked is None:
+            return None, detail, reason
+        path, target = picked
+        info = tuf.get_targetinfo(path)
+        if info is None:  # cannot happen: it is in the verified targets; guard anyway
+            raise RegistryError(
+                f"registry {self.cfg.url}: target {path} vanished between listing and lookup", "metadata_rejected"
+            )
+        self._consistent = bool(Metadata.from_file(str(self.root / "tuf" / "root.json")).signed.consistent_snapshot)
+        return Offer(target, path, info, rollback), detail, None
+
+    # ---- install -------------------------------------------------------------------------------------
+    def _apply(self, offer: Offer) -> dict[str, Any]:
+        from agent.ota.resources import check_disk, check_ram
+
+        assert self.pipeline is not None
+        pipeline = self.pipeline
+        t = offer.target
+        old = pipeline.detector
+        running = old.ref.version
+        if compare_versions(t.version, running) <= 0 and offer.rollback is None:
+            raise PolicyError(
+                f"{t.model} {t.version} is not newer than the running {running}: downgrade refused", "downgrade_refused"
+            )
+        self.journal.begin(t.model, t.version, running)
+        fields: dict[str, Any] = {"model": t.model, "version": t.version, "from_version": running}
+        try:
+            installed = self._installed_copy(offer)
+            if installed is None:
+                info = offer.info
+                filename = offer.path.rsplit("/", 1)[-1]
+                part = self.store.staging_part(t.model, t.version, filename)
+                have = part.stat().st_size if part.exists() else 0
+                check_disk(part.parent, max(0, info.length - have), self.cfg.disk_margin_mb * 2**20)
+                check_ram(info.length, self.cfg.ram_factor)
+                self.journal.advance("downloading")
+                self._report("downloading", progress=have / info.length if info.length else 1.0, **fields)
+                self._download(offer, part)
+                self._report("verifying", **fields)
+                self._verify(offer, part)
+                self.journal.advance("verified")
+                _fault("verified")
+                # the signed manifest, bound to the signed name, version and hash
+                manifest = dict(t.manifest, name=t.model, version=t.version, file=filename, sha256=offer.info.hashes["sha256"])
+                installed = self.store.install(t.model, t.version, part, filename, manifest, offer.info.hashes["sha256"])
+            else:
+                self.journal.advance("downloading")
+                self.journal.advance("verified")
+            self.journal.advance("staged")
+            self._report("staged", **fields)
+            _fault("staged")
+            candidate, report = self._prove(installed, old)
+        except OtaError as exc:
+            detail = str(exc)
+            try:
+                self.journal.finish_failed(exc.reason, detail)
+            except OtaError as jexc:  # e.g. the disk is still full: report the cause anyway
+                log.error("%s", jexc)
+                detail += f" (the update journal could not record this: {jexc})"
+            self._report("failed", reason=exc.reason, detail=detail, **fields)
+            return {"state": "failed", "reason": exc.reason, "detail": detail}
+        return self._swap_and_trial(offer, installed, old, candidate, report, fields)
+
+    def _installed_copy(self, offer: Offer) -> Installed | None:
+        """An already installed, intact copy of the offered version (a rollback to ``previous``)."""
+        for inst in self.store.versions(offer.target.model):
+            if inst.version == offer.target.version and inst.sha256 == offer.info.hashes.get("sha256"):
+                with contextlib.suppress(AgentError):
+                    self.store.verify(inst)
+                    return inst
+        return None
+
+    def _target_url(self, offer: Offer) -> str:
+        assert self.cfg.url is not None
+        directory, _, name = offer.path.rpartition("/")
+        if getattr(self, "_consistent", False):
+            name = f"{offer.info.hashes['sha256']}.{name}"
+        return (
+            f"{self.cfg.url.rstrip('/')}/targets/{directory}/{name}"
+            if directory
+            else f"{self.cfg.url.rstrip('/')}/targets/{name}"
+        )
+
+    def _download(self, offer: Offer, part: Path) -> None:
+        from agent.ota.download import download_resumable
+
+        t = offer.target
+        last = [0.0]
+        first_chunk = [True]
+
+        def progress(done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - last[0] >= 1.0 or done == total:
+                last[0] = now
+                self._report(
+                    "downloading", model=t.model, version=t.version, progress=done / total if total else 1.0, event=done == total
+                )
+
+        def on_chunk(_done: int) -> None:
+            if first_chunk[0]:
+                first_chunk[0] = False
+                _fault("downloading")
+
+        download_resumable(
+            self._target_url(offer),
+            part,
+            length=offer.info.length,
+            sha256=offer.info.hashes["sha256"],
+            progress=progress,
+            timeout_s=self.cfg.download_timeout_s,
+            retries=self.cfg.download_retries,
+            stop=self._stop,
+            on_chunk=on_chunk,
+        )
+
+    @staticmethod
+    def _verify(offer: Offer, part: Path) -> None:
+        from tuf.api.exceptions import LengthOrHashMismatchError
+
+        from agent.ota.errors import DownloadError
+
+        try:
+            with part.open("rb") as f:
+                offer.info.verify_length_and_hashes(f)
+        except LengthOrHashMismatchError as exc:
+            part.unlink(missing_ok=True)
+            raise DownloadError(f"{offer.path}: {exc}; the download was deleted", "hash_mismatch") from None
+
+    def _selftest_frames(self) -> list[Any]:
+        from agent.ota.selftest import bundled_selftest_dir, load_frames
+
+        if self._frames is None:
+            self._frames = load_frames(self.cfg.selftest_dir or bundled_selftest_dir())
+        return self._frames
+
+    def _prove(self, installed: Installed, old: Detector) -> tuple[Detector, dict[str, Any]]:
+        """Load the candidate beside the serving model; validate and self-test it; ready its contexts."""
+        from agent.ota.selftest import run_selftest, validate_candidate
+
+        path = self.store.verify(installed)  # the file is hashed again before every load
+        try:
+            candidate = self.open_model(path)
+        except ModelError as exc:
+            raise SelfTestError(f"{installed.name} {installed.version}: cannot load {path}: {exc}", "load_failed") from None
+        try:
+            checks = validate_candidate(candidate, old)
+            t0 = time.monotonic()
+            old_key = _model_key(old)
+            report = run_selftest(
+                candidate,
+                self._selftest_frames(),
+                # the serving model's inference time during the same seconds: both compete for the same cores
+                reference_latency_ms=lambda: self.watch.invoke_p50(old_key, since=t0) or self.watch.invoke_p50(old_key),
+                latency_factor=self.cfg.latency_factor,
+                latency_slack_ms=self.cfg.latency_slack_ms,
+                min_recall=self.cfg.selftest_min_recall,
+            )
+            candidate.contexts(2)  # the pipeline's second context, created now: the swap allocates nothing
+        except BaseException:
+            candidate.close()
+            raise
+        summary = _jsonable(report)
+        if isinstance(summary, dict):
+            summary["validation"] = checks
+        return candidate, summary if isinstance(summary, dict) else {"report": summary}
+
+    # ---- swap, trial, commit -------------------------------------------------------------------------
+    def _swap_and_trial(
+        self,
+        offer: Offer,
+        installed: Installed,
+        old: Detector,
+        candidate: Detector,
+        selftest: dict[str, Any],
+        fields: dict[str, Any],
+    ) -> dict[str, Any]:
+        assert self.pipeline is not None
+        pipeline, cfg = self.pipeline, self.cfg
+        old_key, new_key = _model_key(old), _model_key(candidate)
+        self.journal.advance("swapping")
+        _fault("swapping")
+        t_swap = time.monotonic()
+        pipeline.arm_fallback(old)
+        pipeline.swap_detector(candidate)
+        try:
+            first = self.watch.wait_for(new_key, t_swap, cfg.trial_timeout_s, self._stop)
+            if first is None:
+                raise TrialError(
+                    f"{candidate.ref.name} {candidate.ref.version} produced no result within {cfg.trial_timeout_s:g} s",
+                    "no_frames",
+                )
+            gap_ms, interval_ms = self.watch.swap_gap(old_key, new_key, t_swap)
+            self.journal.advance("trial")
+            self._report("trial", detail=f"swap gap {gap_ms or 0:.1f} ms", **fields)
+            _fault("trial")
+            trial = self._trial(old_key, new_key, first.t)
+        except (TrialError, _Stopped) as exc:
+            reason = exc.reason if isinstance(exc, TrialError) else "stopped_during_trial"
+            self._revert(old, candidate, new_key)
+            self.journal.finish_rolled_back(reason)
+            detail = str(exc) or reason
+            self._report("rolled_back", reason=reason, detail=detail, **fields)
+            return {"state": "rolled_back", "reason": reason, "detail": detail}
+        self.store.commit(installed)
+        self.journal.finish_committed(rollback_serial=offer.rollback.serial if offer.rollback else None)
+        pipeline.arm_fallback(None)
+        _fault("committed")
+        old.close()
+        with contextlib.suppress(OSError, AgentError):
+            removed = self.store.collect(self.cfg.keep_versions)
+            if removed:
+                log.info("removed old model versions: %s", ", ".join(str(p) for p in removed))
+        data = {
+            **fields,
+            "swap_gap_ms": None if gap_ms is None else round(gap_ms, 2),
+            "frame_interval_ms": None if interval_ms is None else round(interval_ms, 2),
+            "selftest": selftest,
+            "trial": trial,
+            "rollback_serial": offer.rollback.serial if offer.rollback else None,
+        }
+        self._report("committed", detail=f"{fields['from_version']} -> {fields['version']}", extra=data, **fields)
+        return {"state": "committed", **data}
+
+    def _trial(self, old_key: str, new_key: str, since: float) -> dict[str, Any]:
+        assert self.pipeline is not None
+        pipeline, cfg = self.pipeline, self.cfg
+        reference = self.watch.invoke_p50(old_key)
+        t0 = time.monotonic()
+        while True:
+            if self._stop.is_set() or pipeline.stopping:
+                raise _Stopped("the agent is stopping during the trial")
+            if pipeline.model_failure is not None:
+                exc = pipeline.model_failure
+                raise TrialError(f"the new model failed on a frame: {type(exc).__name__}: {exc}", "model_error")
+            if pipeline.detector is not None and _model_key(pipeline.detector) != new_key and pipeline.model_failure is None:
+                raise TrialError("the pipeline stopped running the new model", "model_error")
+            frames = self.watch.count(new_key, since)
+            elapsed = time.monotonic() - t0
+            if frames >= cfg.trial_frames and elapsed >= cfg.trial_s:
+                break
+            if elapsed > cfg.trial_timeout_s:
+                raise TrialError(f"only {frames} of {cfg.trial_frames} trial frames in {elapsed:.0f} s", "trial_timeout")
+            time.sleep(0.05)
+        p50 = self.watch.invoke_p50(new_key, since)
+        if reference is not None and p50 is not None and p50 > reference * cfg.latency_factor + cfg.latency_slack_ms:
+            raise TrialError(
+                f"inference p50 {p50:.2f} ms on trial vs {reference:.2f} ms before "
+                f"(allowed {reference * cfg.latency_factor + cfg.latency_slack_ms:.2f} ms)",
+                "too_slow",
+            )
+        return {
+            "frames": frames,
+            "seconds": round(time.monotonic() - t0, 2),
+            "invoke_p50_ms": p50,
+            "reference_invoke_p50_ms": reference,
+        }
+
+    def _revert(self, old: Detector, candidate: Detector, new_key: str) -> None:
+        """Back to the old model (the pipeline may already have fallen back on its own)."""
+        assert self.pipeline is not None
+        pipeline = self.pipeline
+        pipeline.arm_fallback(None)
+        t = time.monotonic()
+        if pipeline.detector is not old or pipeline._pending_detector is not None:
+            pipeline.swap_detector(old)
+            if not pipeline.stopping:
+                self.watch.wait_for(_model_key(old), t, 10.0)
+        if pipeline.detector is old:
+            candidate.close()
+        else:  # the pipeline is not running frames: leave the candidate for the process to reclaim
+            log.warning("could not confirm the old model is serving again")
+
+    # ---- reporting -------------------------------------------------------------------------------------
+    def _queue(self, phase: str, **data: Any) -> None:
+        self._pending_reports.append((phase, {k: v for k, v in data.items() if v is not None}))
+        self.state = UpdateState(
+            state=phase,
+            since=self.clock(),
+            model=data.get("model"),
+            version=data.get("version"),
+            reason=data.get("reason"),
+            detail=data.get("detail"),
+        )
+
+    def _report(self, phase: str, *, event: bool = True, extra: dict[str, Any] | None = None, **data: Any) -> None:
+        self.state = UpdateState(
+            state=phase,
+            since=self.clock(),
+            model=data.get("model"),
+            version=data.get("version"),
+            progress=data.get("progress"),
+            reason=data.get("reason"),
+            detail=data.get("detail"),
+        )
+        self._publish_state(self.state)
+        if event:
+            payload = {k: v for k, v in data.items() if v is not None}
+            if extra:
+                payload.update({k: v for k, v in extra.items() if v is not None})
+            self._emit(phase, payload)
+        level = logging.WARNING if phase in ("failed", "rolled_back") else logging.INFO
+        if phase != "downloading" or data.get("progress") in (0.0, 1.0):
+            log.log(
+                level, "update %s%s", phase, "".join(f" {k}={v}" for k, v in data.items() if v is not None and k != "progress")
+            )
+
+    def _publish_state(self, state: UpdateState) -> None:
+        for sink in self._sinks:
+            try:
+                sink.set_update_state(state)
+            except Exception as exc:  # noqa: BLE001 - reporting must not break the update
+                log.error("could not report the update state to %s: %s", getattr(sink, "type_key", sink), exc)
+
+    def _emit(self, phase: str, data: dict[str, Any]) -> None:
+        if self.pipeline is not None:
+            self.pipeline.emit_event("update", {"phase": phase, **data})
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    if hasattr(obj, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return json.loads(json.dumps(asdict(obj), default=str))
+    return obj
