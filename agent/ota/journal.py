@@ -1,6 +1,6 @@
 """The update journal: where an update stands, persisted before every step so a restart resumes or rolls back.
 
-Lessons taken from Mender and Greengrass (see docs/anchors): write the state *before* doing the step
+Lessons taken from Mender and Greengrass: write the state *before* doing the step
 (``advance`` returns only once the new state is on disk), bound the number of transitions in one
 update (Mender caps at 28; a reboot loop must end), count attempts per version, never retry a
 version that failed on its own merits, and treat a corrupt journal as "start fresh and keep the

@@ -35,6 +35,7 @@ from tuf.api.serialization.json import JSONSerializer
 from agent.errors import ManifestError
 from agent.manifest import load_manifest_file
 from agent.ota.errors import PolicyError, RegistryError
+from agent.ota.fsutil import atomic_write_bytes, fsync_dir
 from agent.ota.targets import (
     CUSTOM_KEY,
     ModelTarget,
@@ -131,7 +132,7 @@ class Registry:
         now = clock()
         settings: dict[str, Any] = {"format": 1, "created_at": now, "root_threshold": root_threshold, "root_keys": root_keys}
         settings["expires_days"] = days
-        _write_atomic(directory / SETTINGS_FILE, (json.dumps(settings, indent=2) + "\n").encode())
+        atomic_write_bytes(directory / SETTINGS_FILE, (json.dumps(settings, indent=2) + "\n").encode())
 
         root = Root(expires=_expiry(now, days["root"]), consistent_snapshot=True)
         for signer in root_signers:
@@ -228,7 +229,7 @@ class Registry:
         except UnsignedMetadataError as exc:
             raise RegistryError(f"the keys in {self.dir} do not satisfy the {role} role of root: {exc}") from None
         path = self.metadata_path(role, md.signed.version)
-        _write_atomic(path, md.to_bytes(JSONSerializer(compact=False)))
+        atomic_write_bytes(path, md.to_bytes(JSONSerializer(compact=False)))
         return path
 
     def bump_and_sign(
@@ -468,7 +469,7 @@ class Registry:
             sha256 = info.hashes["sha256"]
             dest = self.targets_dir / "rollback" / f"{sha256}.{model}.json"
             dest.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomic(dest, content)
+            atomic_write_bytes(dest, content)
             targets.signed.targets[path] = _target_file(path, len(content), sha256, instruction)
             self.bump_and_sign(["targets"], targets=targets)
         return instruction
@@ -524,41 +525,25 @@ def _expiry(now: float, days: float) -> datetime:
     return datetime.fromtimestamp(now + days * _DAY, UTC)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """temp file -> fsync -> os.replace -> fsync(dir): readers see the old or the new file, never half of one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def _copy_hashed(source: Path, dest_dir: Path, filename: str) -> tuple[str, int]:
     """Copy ``source`` to ``dest_dir/<sha256>.<filename>`` atomically, hashing the bytes actually copied."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     tmp = dest_dir / f".{filename}.{os.getpid()}.tmp"
     digest, length = hashlib.sha256(), 0
-    with source.open("rb") as src, open(tmp, "wb") as dst:
-        while block := src.read(1 << 20):
-            digest.update(block)
-            dst.write(block)
-            length += len(block)
-        dst.flush()
-        os.fsync(dst.fileno())
-    sha256 = digest.hexdigest()
-    os.replace(tmp, dest_dir / f"{sha256}.{filename}")
-    _fsync_dir(dest_dir)
+    try:
+        with source.open("rb") as src, open(tmp, "wb") as dst:
+            while block := src.read(1 << 20):
+                digest.update(block)
+                dst.write(block)
+                length += len(block)
+            dst.flush()
+            os.fsync(dst.fileno())
+        sha256 = digest.hexdigest()
+        os.replace(tmp, dest_dir / f"{sha256}.{filename}")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(dest_dir)
     return sha256, length
 
 

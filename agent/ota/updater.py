@@ -221,7 +221,11 @@ def choose(
             "downgrade refused (no signed rollback instruction)",
             "downgrade_refused",
         )
-    reason = "not_in_rollout" if skipped and any("rolled out" in s for s in skipped) else None
+    reason = None
+    if any("rolled out" in s for s in skipped):
+        reason = "not_in_rollout"
+    elif any("failed here before" in s for s in skipped):
+        reason = "failed_before"
     detail = f"up to date ({running_version})" + (f"; skipped: {'; '.join(skipped)}" if skipped else "")
     return None, None, detail, reason
 
@@ -275,11 +279,13 @@ class ModelUpdater:
         from agent.errors import ModelFileError
 
         current = self.store.current()
+        if self.journal.recovered_from is not None and current is not None:
+            self.journal.note_committed(current.name, current.version)  # a fresh journal: re-seed the downgrade floor
         interrupted = self.journal.interrupted()
         if interrupted is not None:
             step, name, version = interrupted.step, interrupted.model, interrupted.version
             if step in ("swapping", "trial"):
-                if current is not None and current.name == name and current.version == version:
+                if step == "trial" and current is not None and current.name == name and current.version == version:
                     self.journal.finish_committed()
                     self._queue("committed", model=name, version=version, detail="commit completed before the restart")
                 else:
