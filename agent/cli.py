@@ -14,6 +14,7 @@ from typing import Any
 from agent.errors import AgentError, ConfigError, ModelError, SourceError
 from agent.http.bench import register as register_http
 from agent.mqtt_cli import register as register_mqtt
+from agent.ota.bench import register as register_ota
 from agent.status_file import register as register_status
 
 EXIT_OK = 0
@@ -258,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_status(sub)  # status (agent/status_file.py)
     register_mqtt(sub)  # tail, bench-mqtt, mqtt schema|sign (agent/mqtt_cli.py)
     register_http(sub)  # bench-http (agent/http/bench.py)
+    register_ota(sub)  # bench-ota (agent/ota/bench.py)
     return parser
 
 
