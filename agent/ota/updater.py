@@ -64,6 +64,7 @@ FAULT_ENV = "EDGE_AGENT_OTA_FAULT"
 the journal records <step> (downloading: after the first chunk is on disk). Never set in production."""
 
 OpenModel = Callable[[Path], "Detector"]
+CLOCK_RETRY_S = 60.0
 
 
 def _fault(point: str) -> None:
@@ -393,7 +394,11 @@ class ModelUpdater:
             if fired and due is not None and due > time.monotonic() and self._stop.wait(due - time.monotonic()):
                 return
             self._due = None
-            self.check_and_apply()
+            outcome = self.check_and_apply()
+            if outcome.get("reason") in ("clock_implausible", "registry_unreachable"):
+                # no network time yet, or no network: try again in a minute, not at the next scheduled check
+                self._due = time.monotonic() + CLOCK_RETRY_S
+                self._trigger.set()
 
     # ---- one check -----------------------------------------------------------------------------------
     def check_and_apply(self) -> dict[str, Any]:
