@@ -174,9 +174,31 @@ def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     build_source(cfg.source)
     detector = _open_detector(cfg)
+    if cfg.update.enabled:
+        _check_trusted_root(cfg.update.trusted_root)
     print(f"{args.config or 'defaults'}: OK (model {detector.ref.name} {detector.ref.version}, source {cfg.source.type})")
     detector.close()
     return EXIT_OK
+
+
+def _check_trusted_root(path: Path) -> None:
+    from tuf.api.metadata import Metadata, Root
+
+    try:
+        root = Metadata[Root].from_bytes(Path(path).read_bytes())
+        root.signed.verify_delegate("root", root.signed_bytes, root.signatures)
+    except OSError as exc:
+        raise ConfigError(
+            f"update.trusted_root: cannot read {path}: {exc.strerror}; "
+            "install the registry's repository/metadata/1.root.json there",
+            [("update.trusted_root", str(exc.strerror))],
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - tuf raises several types for bad metadata
+        raise ConfigError(
+            f"update.trusted_root: {path} is not signed TUF root metadata ({type(exc).__name__}: {exc}); "
+            "copy the registry's repository/metadata/1.root.json",
+            [("update.trusted_root", "not root metadata")],
+        ) from None
 
 
 def cmd_config_schema(args: argparse.Namespace) -> int:

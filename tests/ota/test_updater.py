@@ -164,17 +164,18 @@ def test_expired_timestamp_is_refused(make_rig, registry):
     assert_refused(rig, rig.check(), "metadata_expired")
 
 
-def test_mix_and_match_targets_are_refused(make_rig, registry):
+@pytest.mark.parametrize("role", ["targets", "snapshot"])
+def test_mix_and_match_metadata_is_refused(make_rig, registry, role):
     rig = make_rig()
     publish(registry, "1.1.0")
     publish(registry, "1.2.0")
     md = registry.metadata_dir
-    newest = max(int(p.name.split(".")[0]) for p in md.glob("*.targets.json"))
-    # serve the older (validly signed) targets under the name the snapshot points at
-    shutil.copy(md / f"{newest - 1}.targets.json", md / f"{newest}.targets.json")
+    newest = max(int(p.name.split(".")[0]) for p in md.glob(f"*.{role}.json"))
+    # serve an older, validly signed file under the name the newer timestamp/snapshot points at
+    shutil.copy(md / f"{newest - 1}.{role}.json", md / f"{newest}.{role}.json")
     outcome = rig.check()
     assert outcome["state"] == "failed" and outcome["reason"] in ("metadata_rollback", "metadata_mismatch"), outcome
-    assert "targets" in outcome["detail"]
+    assert role in outcome["detail"]
     assert rig.serving == "1.0.0"
 
 
@@ -424,3 +425,14 @@ def test_too_little_disk_is_refused_before_downloading(make_rig, registry, small
     outcome = rig.check()
     assert outcome["state"] == "failed" and outcome["reason"] == "disk_full", outcome
     assert "downloading" not in rig.recorder.phases()
+
+
+def test_check_validates_the_trusted_root(tmp_path, registry, capsys):
+    from agent.cli import main
+
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(f"update: {{enabled: true, url: 'http://127.0.0.1:9', trusted_root: '{tmp_path / 'missing.json'}'}}\n")
+    assert main(["check", "-c", str(cfg)]) == 2
+    assert "update.trusted_root" in capsys.readouterr().err
+    cfg.write_text(f"update: {{enabled: true, url: 'http://127.0.0.1:9', trusted_root: '{registry.trusted_root_path}'}}\n")
+    assert main(["check", "-c", str(cfg)]) == 0
