@@ -85,6 +85,9 @@ RETRYABLE_REASONS = frozenset(
         "interrupted",
         "journal_unwritable",
         "store_error",
+        "too_slow",  # a CPU spike during the self-test or trial says little about the model; attempts stay capped
+        "stopped_during_trial",  # systemctl stop/restart during the trial
+        "registry_unreachable",
     }
 )
 

@@ -65,6 +65,7 @@ the journal records <step> (downloading: after the first chunk is on disk). Neve
 
 OpenModel = Callable[[Path], "Detector"]
 CLOCK_RETRY_S = 60.0
+SELFTEST_PACE_S = 0.02  # between self-test frames (see selftest.run_selftest)
 
 
 def _fault(point: str) -> None:
@@ -670,6 +671,7 @@ class ModelUpdater:
                 latency_factor=self.cfg.latency_factor,
                 latency_slack_ms=self.cfg.latency_slack_ms,
                 min_recall=self.cfg.selftest_min_recall,
+                pace_s=SELFTEST_PACE_S,
             )
             candidate.contexts(2)  # the pipeline's second context, created now: the swap allocates nothing
         except BaseException:
@@ -700,6 +702,8 @@ class ModelUpdater:
         pipeline.swap_detector(candidate)
         try:
             first = self.watch.wait_for(new_key, t_swap, cfg.trial_timeout_s, self._stop)
+            if first is None and (self._stop.is_set() or pipeline.stopping):
+                raise _Stopped("the agent is stopping during the swap")
             if first is None:
                 raise TrialError(
                     f"{candidate.ref.name} {candidate.ref.version} produced no result within {cfg.trial_timeout_s:g} s",
