@@ -25,37 +25,30 @@ an agent killed at any point restarts into a known state:
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import logging
 import os
 import random
 import signal
-import statistics
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent import __version__
 from agent.errors import AgentError, ModelError
 from agent.ota.errors import OtaError, PolicyError, RegistryError, SelfTestError, TrialError
-from agent.ota.targets import ModelTarget, RollbackInstruction, accepts_channel, read_custom
-from agent.ota.versions import compare_versions, in_rollout, rollout_bucket
+from agent.ota.policy import Offer, choose
+from agent.ota.versions import compare_versions
+from agent.ota.watch import ResultWatch, model_key
 from agent.telemetry import UpdateState
 
 if TYPE_CHECKING:
-    from tuf.api.metadata import TargetFile
-
     from agent.config import UpdateConfig
     from agent.detector import Detector
     from agent.ota.journal import Journal
     from agent.ota.store import Installed
     from agent.pipeline import Pipeline
-    from agent.schema import DetectionResult
 
 log = logging.getLogger("agent.ota")
 
@@ -73,163 +66,6 @@ def _fault(point: str) -> None:
         log.warning("fault injection: SIGKILL at %s", point)
         logging.shutdown()
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-# ---- watching results: swap gap, per-model latency, trial progress --------------------------------
-@dataclass
-class _Seen:
-    t: float  # monotonic seconds the result left the decoder
-    model: str  # "<sha256>@<version>" of the model that produced it
-    invoke_ms: float
-
-
-class ResultWatch:
-    """A pipeline frame hook: remembers when results arrived and which model made them (cheap: one append)."""
-
-    def __init__(self, keep: int = 4096) -> None:
-        self._seen: deque[_Seen] = deque(maxlen=keep)
-        self._cond = threading.Condition()
-
-    def __call__(self, result: DetectionResult) -> None:
-        ref = result.model
-        seen = _Seen(time.monotonic(), f"{ref.sha256}@{ref.version}", result.timings.invoke_ms)
-        with self._cond:
-            self._seen.append(seen)
-            self._cond.notify_all()
-
-    def snapshot(self) -> list[_Seen]:
-        with self._cond:
-            return list(self._seen)
-
-    def wait_for(self, model: str, since: float, timeout: float, stop: threading.Event | None = None) -> _Seen | None:
-        """The first result from ``model`` after ``since``; None on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for s in self._seen:
-                    if s.t >= since and s.model == model:
-                        return s
-                left = deadline - time.monotonic()
-                if left <= 0 or (stop is not None and stop.is_set()):
-                    return None
-                self._cond.wait(min(left, 0.2))
-
-    def invoke_p50(self, model: str, since: float = 0.0, last: int = 200) -> float | None:
-        xs = [s.invoke_ms for s in self.snapshot() if s.model == model and s.t >= since][-last:]
-        return statistics.median(xs) if xs else None
-
-    def count(self, model: str, since: float) -> int:
-        return sum(1 for s in self.snapshot() if s.model == model and s.t >= since)
-
-    def swap_gap(self, old: str, new: str, since: float) -> tuple[float | None, float | None]:
-        """(ms between the last result of ``old`` and the first of ``new``, the median frame interval before)."""
-        seen = self.snapshot()
-        first_new = next((i for i, s in enumerate(seen) if s.t >= since and s.model == new), None)
-        if first_new is None or first_new == 0:
-            return None, None
-        gap = (seen[first_new].t - seen[first_new - 1].t) * 1000
-        before = [s.t for s in seen[:first_new] if s.model == old][-31:]
-        intervals = [(b - a) * 1000 for a, b in itertools.pairwise(before)]
-        return gap, (statistics.median(intervals) if intervals else None)
-
-
-def _model_key(detector: Detector) -> str:
-    # the version is part of the key: a registry may republish the same bytes under a new version
-    return f"{detector.ref.sha256}@{detector.ref.version}"
-
-
-# ---- what the registry offers this device ----------------------------------------------------------
-@dataclass
-class Offer:
-    target: ModelTarget
-    path: str  # the TUF target path
-    info: TargetFile
-    rollback: RollbackInstruction | None = None  # set when a signed instruction allows this downgrade
-
-
-@dataclass
-class Decision:
-    offer: Offer | None
-    detail: str
-    reason: str | None = None  # e.g. downgrade_refused, not_in_rollout
-    notes: list[str] = field(default_factory=list)
-
-
-def choose(
-    entries: list[tuple[str, ModelTarget | RollbackInstruction]],
-    *,
-    model: str,
-    device_id: str,
-    channel: str,
-    running_version: str,
-    floor_version: str | None,
-    failed: set[str],
-    rollback_serial_applied: int,
-    agent_version: str = __version__,
-) -> tuple[tuple[str, ModelTarget] | None, RollbackInstruction | None, str, str | None]:
-    """Pure selection: which target (if any) this device should install, and why (no I/O; tested alone).
-
-    Returns (path and target or None, the rollback instruction that allows it or None, detail, reason).
-    """
-    versions = [(p, t) for p, t in entries if isinstance(t, ModelTarget) and t.model == model]
-    instructions = [t for _, t in entries if isinstance(t, RollbackInstruction) and t.model == model]
-    rollback = max(instructions, key=lambda r: r.serial, default=None)
-    if (
-        rollback is not None
-        and rollback.serial > rollback_serial_applied
-        and compare_versions(running_version, rollback.to_version) > 0
-    ):
-        match = [(p, t) for p, t in versions if compare_versions(t.version, rollback.to_version) == 0]
-        if match:
-            return match[0], rollback, f"signed rollback #{rollback.serial} to {rollback.to_version}", None
-        return (
-            None,
-            None,
-            f"rollback #{rollback.serial} names {rollback.to_version}, which the registry does not list",
-            "rollback_target_missing",
-        )
-
-    skipped: list[str] = []
-    eligible: list[tuple[str, ModelTarget]] = []
-    for p, t in versions:
-        key = f"{t.model}@{t.version}"
-        if t.withdrawn:
-            continue
-        if not accepts_channel(channel, t.channel):
-            continue
-        if not in_rollout(device_id, model, t.rollout):
-            skipped.append(
-                f"{t.version} is rolled out to {t.rollout:g}% (this device's bucket is {rollout_bucket(device_id, model)})"
-            )
-            continue
-        if compare_versions(agent_version, t.min_agent_version) < 0:
-            skipped.append(f"{t.version} needs agent {t.min_agent_version} (this is {agent_version})")
-            continue
-        if key in failed:
-            skipped.append(f"{t.version} failed here before")
-            continue
-        eligible.append((p, t))
-    best = max(eligible, key=lambda pt: tuple(int(x) for x in pt[1].version.split(".")), default=None)
-    floor = running_version
-    if floor_version is not None and compare_versions(floor_version, floor) > 0:
-        floor = floor_version
-    if best is not None and compare_versions(best[1].version, floor) > 0:
-        return best, None, f"{best[1].version} is newer than {running_version}", None
-    if best is not None and compare_versions(best[1].version, running_version) < 0:
-        return (
-            None,
-            None,
-            f"the registry offers {best[1].version}, lower than the running {running_version}: "
-            "downgrade refused (no signed rollback instruction)",
-            "downgrade_refused",
-        )
-    reason = None
-    if any("rolled out" in s for s in skipped):
-        reason = "not_in_rollout"
-    elif any("failed here before" in s for s in skipped):
-        reason = "failed_before"
-    detail = f"up to date ({running_version})" + (f"; skipped: {'; '.join(skipped)}" if skipped else "")
-    return None, None, detail, reason
 
 
 # ---- the updater -----------------------------------------------------------------------------------
@@ -433,75 +269,13 @@ class ModelUpdater:
             return {"state": "idle", "detail": detail, "reason": reason}
         return self._apply(offer)
 
-    def _tuf(self) -> Any:
-        from tuf.ngclient import Updater, UpdaterConfig
-
-        assert self.cfg.url is not None and self.cfg.trusted_root is not None
-        try:
-            bootstrap = Path(self.cfg.trusted_root).read_bytes()
-        except OSError as exc:
-            raise RegistryError(
-                f"update.trusted_root: cannot read {self.cfg.trusted_root}: {exc.strerror}; "
-                "install the registry's 1.root.json there",
-                reason="trusted_root_missing",
-            ) from None
-        tuf_dir = self.root / "tuf"
-        tuf_dir.mkdir(exist_ok=True)
-        base = self.cfg.url.rstrip("/")
-        config = UpdaterConfig(app_user_agent=f"edge-agent/{__version__}")
-        try:
-            return Updater(
-                str(tuf_dir), f"{base}/metadata/", target_base_url=f"{base}/targets/", bootstrap=bootstrap, config=config
-            )
-        except Exception as exc:  # noqa: BLE001 - ngclient raises several types for a bad root
-            raise RegistryError(
-                f"update.trusted_root: {self.cfg.trusted_root} is not valid root metadata: {exc}", "trusted_root_invalid"
-            ) from None
-
-    def _refresh(self, tuf: Any) -> None:
-        from tuf.api import exceptions as tx
-
-        base = self.cfg.url
-        try:
-            tuf.refresh()
-        except tx.ExpiredMetadataError as exc:
-            raise RegistryError(
-                f"registry {base}: {exc} (the registry must run refresh-timestamp; or this clock is wrong)", "metadata_expired"
-            ) from None
-        except tx.BadVersionNumberError as exc:
-            raise RegistryError(
-                f"registry {base}: {exc}: metadata older than what this device has seen (rollback attack?)", "metadata_rollback"
-            ) from None
-        except tx.UnsignedMetadataError as exc:
-            raise RegistryError(f"registry {base}: {exc}: signature check failed", "bad_signature") from None
-        except tx.LengthOrHashMismatchError as exc:
-            raise RegistryError(
-                f"registry {base}: {exc}: metadata does not match what the snapshot/timestamp signed (mix-and-match?)",
-                "metadata_mismatch",
-            ) from None
-        except tx.DownloadLengthMismatchError as exc:
-            raise RegistryError(f"registry {base}: {exc}: metadata larger than allowed", "oversized") from None
-        except tx.DownloadError as exc:
-            raise RegistryError(f"registry {base} unreachable: {exc}", "registry_unreachable") from None
-        except tx.RepositoryError as exc:
-            raise RegistryError(f"registry {base}: metadata rejected: {type(exc).__name__}: {exc}", "metadata_rejected") from None
-
     def _find_offer(self) -> tuple[Offer | None, str, str | None]:
-        from tuf.api.metadata import Metadata, Targets
+        from agent.ota.trust import consistent_snapshot, open_updater, refresh, signed_entries
 
-        tuf = self._tuf()
-        self._refresh(tuf)
-        # refresh() just verified and persisted the top-level targets: list what it signs
-        targets: Metadata[Targets] = Metadata.from_file(str(self.root / "tuf" / "targets.json"))
-        entries: list[tuple[str, ModelTarget | RollbackInstruction]] = []
-        for path, tf in targets.signed.targets.items():
-            try:
-                custom = read_custom(tf.custom)
-            except ValueError as exc:
-                log.warning("registry target %s has unusable edge metadata, skipped: %s", path, exc)
-                continue
-            if custom is not None:
-                entries.append((path, custom))
+        tuf_dir = self.root / "tuf"
+        tuf = open_updater(self.cfg, tuf_dir)
+        refresh(tuf, self.cfg.url)
+        entries = signed_entries(tuf_dir)
         assert self.pipeline is not None and self.model_name is not None
         running = self.pipeline.detector.ref.version
         j = self.journal.state
@@ -523,7 +297,7 @@ class ModelUpdater:
             raise RegistryError(
                 f"registry {self.cfg.url}: target {path} vanished between listing and lookup", "metadata_rejected"
             )
-        self._consistent = bool(Metadata.from_file(str(self.root / "tuf" / "root.json")).signed.consistent_snapshot)
+        self._consistent = consistent_snapshot(tuf_dir)
         return Offer(target, path, info, rollback), detail, None
 
     # ---- install -------------------------------------------------------------------------------------
@@ -662,7 +436,7 @@ class ModelUpdater:
         try:
             checks = validate_candidate(candidate, old)
             t0 = time.monotonic()
-            old_key = _model_key(old)
+            old_key = model_key(old)
             report = run_selftest(
                 candidate,
                 self._selftest_frames(),
@@ -694,7 +468,7 @@ class ModelUpdater:
     ) -> dict[str, Any]:
         assert self.pipeline is not None
         pipeline, cfg = self.pipeline, self.cfg
-        old_key, new_key = _model_key(old), _model_key(candidate)
+        old_key, new_key = model_key(old), model_key(candidate)
         self.journal.advance("swapping")
         _fault("swapping")
         t_swap = time.monotonic()
@@ -752,7 +526,7 @@ class ModelUpdater:
             if pipeline.model_failure is not None:
                 exc = pipeline.model_failure
                 raise TrialError(f"the new model failed on a frame: {type(exc).__name__}: {exc}", "model_error")
-            if pipeline.detector is not None and _model_key(pipeline.detector) != new_key and pipeline.model_failure is None:
+            if pipeline.detector is not None and model_key(pipeline.detector) != new_key and pipeline.model_failure is None:
                 raise TrialError("the pipeline stopped running the new model", "model_error")
             frames = self.watch.count(new_key, since)
             elapsed = time.monotonic() - t0
@@ -784,7 +558,7 @@ class ModelUpdater:
         if pipeline.detector is not old or pipeline._pending_detector is not None:
             pipeline.swap_detector(old)
             if not pipeline.stopping:
-                self.watch.wait_for(_model_key(old), t, 10.0)
+                self.watch.wait_for(model_key(old), t, 10.0)
         if pipeline.detector is old:
             candidate.close()
         else:  # the pipeline is not running frames: leave the candidate for the process to reclaim
@@ -792,26 +566,16 @@ class ModelUpdater:
 
     # ---- reporting -------------------------------------------------------------------------------------
     def _queue(self, phase: str, **data: Any) -> None:
+        """Report later (start-up findings, before the sinks are running)."""
         self._pending_reports.append((phase, {k: v for k, v in data.items() if v is not None}))
-        self.state = UpdateState(
-            state=phase,
-            since=self.clock(),
-            model=data.get("model"),
-            version=data.get("version"),
-            reason=data.get("reason"),
-            detail=data.get("detail"),
-        )
+        self.state = self._state(phase, data)
+
+    def _state(self, phase: str, data: dict[str, Any]) -> UpdateState:
+        fields = ("model", "version", "progress", "reason", "detail")
+        return UpdateState(state=phase, since=self.clock(), **{k: data.get(k) for k in fields})
 
     def _report(self, phase: str, *, event: bool = True, extra: dict[str, Any] | None = None, **data: Any) -> None:
-        self.state = UpdateState(
-            state=phase,
-            since=self.clock(),
-            model=data.get("model"),
-            version=data.get("version"),
-            progress=data.get("progress"),
-            reason=data.get("reason"),
-            detail=data.get("detail"),
-        )
+        self.state = self._state(phase, data)
         self._publish_state(self.state)
         if event:
             payload = {k: v for k, v in data.items() if v is not None}

@@ -17,9 +17,9 @@ from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import Metadata
 
 from agent.ota.httpserver import RangeRequestHandler, start_server
+from agent.ota.policy import choose
 from agent.ota.repository import Registry
 from agent.ota.targets import ModelTarget, RollbackInstruction
-from agent.ota.updater import choose
 from agent.ota.versions import in_rollout, rollout_bucket
 from tests.ota.conftest import DEMO_NAME, demo_files
 
