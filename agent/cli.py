@@ -241,7 +241,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from agent import __version__
+
     parser = argparse.ArgumentParser(prog="edge-agent", description="Camera inference agent for the edge.")
+    parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the pipeline (no config: the demo)")

@@ -16,3 +16,15 @@ def test_every_agent_subpackage_is_listed_in_pyproject() -> None:
     }
     assert on_disk <= listed, f"add to [tool.setuptools] packages: {sorted(on_disk - listed)}"
     assert config["package-dir"]["agent.demo_models"] == "models/demo"
+
+
+def test_version_flag(capsys):
+    import pytest
+
+    from agent import __version__
+    from agent.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"edge-agent {__version__}"
