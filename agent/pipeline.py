@@ -151,6 +151,11 @@ class Pipeline:
         with self._swap_lock:
             self._pending_detector = detector
 
+    @property
+    def swap_pending(self) -> bool:
+        """A detector handed to ``swap_detector`` has not taken over yet."""
+        return self._pending_detector is not None
+
     def arm_fallback(self, detector: Detector | None) -> None:
         """While armed, a frame that fails on the running model switches back to ``detector``
         (recorded in ``model_failure``) instead of stopping the pipeline: a model on trial

@@ -35,7 +35,8 @@ from typing import Any
 import yaml
 
 from agent.errors import AgentError
-from agent.ota.fleet_cli import FleetView, parse_broker
+from agent.ota.fleet import FleetView
+from agent.ota.fleet_cli import parse_broker
 
 TARGET_GAP_RATIO = 2.0  # a swap may cost at most two frame intervals between results
 PUBLISH_VERSION = "1.1.0"

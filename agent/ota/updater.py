@@ -555,7 +555,7 @@ class ModelUpdater:
         pipeline = self.pipeline
         pipeline.arm_fallback(None)
         t = time.monotonic()
-        if pipeline.detector is not old or pipeline._pending_detector is not None:
+        if pipeline.detector is not old or pipeline.swap_pending:
             pipeline.swap_detector(old)
             if not pipeline.stopping:
                 self.watch.wait_for(model_key(old), t, 10.0)

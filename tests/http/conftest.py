@@ -8,10 +8,8 @@ pipeline that keeps producing frames on its own thread. No ``__init__.py`` here 
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,23 +25,11 @@ from agent.http.server import ApiServer
 from agent.pipeline import Pipeline
 from agent.sinks.base import AgentContext
 from agent.sources.synthetic import SyntheticConfig, SyntheticSource
+from tests.waiting import free_port, wait_until
 
 TOKEN = "test-token-0123456789abcdef"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 @dataclass

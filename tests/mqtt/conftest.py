@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from agent.pipeline import Pipeline
 from agent.sinks.base import AgentContext
 from agent.sinks.mqtt import MqttSink, MqttSinkConfig
 from agent.sources.synthetic import SyntheticConfig, SyntheticSource
+from tests.waiting import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -41,19 +42,6 @@ if not Path(MOSQUITTO).exists():  # scripts/test.sh installs it; say so rather t
     pytest.skip("mosquitto is not installed (apt-get install mosquitto)", allow_module_level=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 class Broker:

@@ -7,7 +7,8 @@ import logging
 import pytest
 from rich.console import Console
 
-from agent.ota.fleet_cli import FleetView, UsageError, parse_broker, rollout_table, status_table
+from agent.ota.fleet import FleetView
+from agent.ota.fleet_cli import UsageError, parse_broker, rollout_table, status_table
 
 from ._fleet_helpers import event_payload, status_payload, telemetry_payload
 
