@@ -237,7 +237,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from agent.bench import run_benchmark
 
-    return run_benchmark(json_path=Path(args.json) if args.json else None, frames=args.frames, threads=args.threads)
+    return run_benchmark(
+        json_path=Path(args.json) if args.json else None, frames=args.frames,
+        threads=args.threads,
+        rounds=args.rounds,
+        min_seconds=args.min_seconds,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,7 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmark backends x demo models")
     bench.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
-    bench.add_argument("--frames", type=int, default=300, help="frames per measurement")
+    bench.add_argument("--frames", type=int, default=300, help="frames per measurement (at least)")
+    bench.add_argument("--min-seconds", type=float, default=1.0, help="and at least this long per measurement")
+    bench.add_argument("--rounds", type=int, default=5, help="paired raw/pipeline/naive rounds; medians are reported")
     bench.add_argument("--threads", type=int, help="inference threads (default: cores - 1)")
     bench.set_defaults(func=cmd_bench)
     register_status(sub)  # status (agent/status_file.py)

@@ -4,7 +4,9 @@ Needs no camera, so it drives demos, benchmarks and end-to-end tests. It behaves
 camera: frames are produced at ``fps`` on a monotonic schedule and, when inference is
 slower, the :class:`~agent.sources.base.LiveReader` drops the stale ones. Frames are drawn
 into a few recycled :class:`~agent.sources.base.FramePool` buffers, so the steady state
-allocates no frame-sized array.
+allocates no frame-sized array. With ``replay`` a few frames are drawn up front and handed
+out again and again as read-only arrays, the way a camera hands out its DMA buffers: the
+source then costs next to no CPU, which is what a benchmark of the pipeline needs.
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ class SyntheticConfig(SourceConfigBase):
         0,
         ge=0,
         le=256,
-        description="0 = draw every frame live; N = draw N frames once and replay them in a loop "
-        "(a cheap camera: benchmarks use it so the source costs almost nothing).",
+        description="0 = draw every frame live; N = draw N frames once and replay them in a loop, handed out "
+        "read-only without a copy (like a camera's DMA buffer: benchmarks use it so the source costs no CPU).",
     )
     buffers: int = Field(
         4, ge=2, le=16, description="Recycled frame buffers (one being drawn, one waiting, one in inference, spare)."
@@ -72,9 +74,11 @@ class SyntheticSource(FrameSource):
         if self._scene is None:  # a reopen keeps the scene moving where it was
             self._scene = MovingScene(cfg.width, cfg.height, seed=cfg.seed, objects=cfg.objects, speed=cfg.speed)
             self._pool = FramePool((cfg.height, cfg.width, 3), count=cfg.buffers)
-            for _ in range(cfg.replay):  # drawn once, up front; replayed with one copy per frame
+            for _ in range(cfg.replay):  # drawn once, up front; replayed as read-only views, no copy
                 image = np.empty((cfg.height, cfg.width, 3), np.uint8)
-                self._reel.append((image, self._scene.render(image)))
+                truths = self._scene.render(image)
+                image.flags.writeable = False  # a consumer writing into a frame is a bug; make it loud
+                self._reel.append((image, truths))
         self._pacer.reset()
 
     def read(self) -> Frame:
@@ -85,22 +89,25 @@ class SyntheticSource(FrameSource):
             if limit is not None and self._produced >= limit:
                 raise SourceEnded(f"synthetic source {self.config.id!r} produced its {limit} frames")
             self.stats.frames_dropped += self._pacer.wait()  # ticks missed while we were late
+            if self._reel:
+                buf, release = None, None  # replayed frames are shared read-only: no buffer to hold
+                break
             buf = self._pool.acquire()
             if buf is not None:
+                release = self._pool.release_fn(buf)
                 break
             # Every buffer is still held downstream: like a starved camera, this tick is lost.
             self.stats.frames_dropped += 1
             if not self._pacer.period_ns:
                 time.sleep(0.001)  # unpaced: don't spin while waiting for a buffer
         stamps = now_stamps()  # the "exposure" moment; drawing time counts as capture latency
-        if self._reel:
+        if buf is None:
             image, truths = self._reel[self._produced % len(self._reel)]
-            np.copyto(buf, image)
         else:
-            truths = self._scene.render(buf)  # draws in place: no frame-sized allocation
+            image, truths = buf, self._scene.render(buf)  # draws in place: no frame-sized allocation
         self._produced += 1
         return Frame(
-            image=buf,
+            image=image,
             pixel_format=PixelFormat.BGR,
             frame_id=self.next_frame_id(),
             source_id=self.config.id,
@@ -109,7 +116,7 @@ class SyntheticSource(FrameSource):
             width=self.config.width,
             height=self.config.height,
             ground_truth=truths,
-            _release=self._pool.release_fn(buf),
+            _release=release,
         )
 
     def close(self) -> None:

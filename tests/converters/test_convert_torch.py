@@ -46,6 +46,31 @@ def test_torch_module_every_mode(mode, torch_python, conversions, calibration_di
     assert [d.label for d in alone.detect(frame)] == [d.label for d in found]
 
 
+@pytest.mark.parametrize("io_type", ["int8", "float32"])
+def test_int8_io_types(io_type, torch_python, conversions, calibration_dir):
+    """--io-type int8 (signed input, the tensor's own scale/zero point) and float32 (quantize/dequantize
+    inside the graph) give the same detections as the uint8 default: the agent's preprocessor writes
+    each input type from the manifest and the tensor's quantization."""
+    import numpy as np
+
+    out = conversions.get(f"torch-int8-{io_type}", torch_python, demo_args("int8", calibration_dir, "--io-type", io_type))
+    data = report(out)
+    assert data["map_drop_points"] <= MAX_DROP["int8"] and data["converted"]["mAP50"] >= 0.9, data
+    det = load_detector(out / "model.tflite")
+    assert det.manifest.input.dtype.value == io_type
+    assert det.manifest.quantization["input_type"] == io_type
+    tensor = det.backend.input
+    assert tensor.dtype == np.dtype(io_type)
+    if io_type == "int8":  # pixels/255 in 0..1 quantized onto -128..127
+        assert tensor.scale == pytest.approx(1 / 255, rel=0.01) and tensor.zero_point == -128
+    uint8 = load_detector(conversions.get("torch-int8", torch_python, demo_args("int8", calibration_dir, "--io-type", "uint8"))
+                          / "model.tflite")
+    for name in ("scene_00.jpg", "scene_05.jpg", "scene_11.jpg"):
+        frame = cv2.imread(str(SELFTEST / name))
+        got, ref = det.detect(frame), uint8.detect(frame)
+        assert sorted(d.label for d in got) == sorted(d.label for d in ref), name
+
+
 def test_int8_head_guard_recorded(torch_python, conversions, calibration_dir):
     out = conversions.get("torch-int8", torch_python, demo_args("int8", calibration_dir, "--io-type", "uint8"))
     det = load_detector(out / "model.tflite")
