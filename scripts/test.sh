@@ -24,18 +24,18 @@ fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -e '.[dev]'
 
-# Converter toolchains (tests/converters run conversions in these interpreters, in subprocesses):
-# one venv per extra, because TensorFlow (protobuf 5) and litert-torch (protobuf 7) cannot share one.
-# Cached across runs; set EDGE_AGENT_SKIP_CONVERTERS=1 to skip preparing them (those tests then skip).
+# Converter toolchains (tests/converters run conversions in this interpreter, in subprocesses): the
+# `convert` extra (torch, litert-torch, TensorFlow, onnx2tf) in one venv, kept out of the test venv so
+# the agent's tests run against the light device install. Cached across runs; set
+# EDGE_AGENT_SKIP_CONVERTERS=1 to skip preparing it (those tests then skip).
 CONVERT_CACHE=${EDGE_AGENT_CONVERT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/edge-agent}
 if [ -z "${EDGE_AGENT_SKIP_CONVERTERS:-}" ]; then
-  for extra in convert-torch convert-onnx; do
-    env_dir="$CONVERT_CACHE/venv-$extra"
-    [ -x "$env_dir/bin/python" ] || { mkdir -p "$CONVERT_CACHE" && "$PYTHON" -m venv "$env_dir"; }
-    "$env_dir/bin/python" -m pip install --quiet -e ".[$extra]"
-  done
-  export EDGE_AGENT_CONVERT_TORCH_PYTHON="$CONVERT_CACHE/venv-convert-torch/bin/python"
-  export EDGE_AGENT_CONVERT_TF_PYTHON="$CONVERT_CACHE/venv-convert-onnx/bin/python"
+  env_dir="$CONVERT_CACHE/venv-convert"
+  [ -x "$env_dir/bin/python" ] || { mkdir -p "$CONVERT_CACHE" && "$PYTHON" -m venv "$env_dir"; }
+  "$env_dir/bin/python" -m pip install --quiet --upgrade pip
+  # torch pinned first: an unpinned resolve would fetch the newest CUDA build
+  "$env_dir/bin/python" -m pip install --quiet torch==2.13.0 -e ".[convert]"
+  export EDGE_AGENT_CONVERT_PYTHON="$env_dir/bin/python"
 fi
 
 exec "$VENV/bin/python" -m pytest "$@"

@@ -1,7 +1,7 @@
 """Helpers for the converter tests: conversions run in the toolchain virtualenvs (scripts/test.sh prepares them) as subprocesses.
 
-TensorFlow (protobuf 5) and litert-torch (protobuf 7) cannot share an interpreter, so each path runs in
-its own venv; the test process itself (the dev venv, no torch/TF) checks the outputs with the agent.
+The toolchains (the `convert` extra: torch, litert-torch, TensorFlow, onnx2tf) live in one venv of their own;
+the test process itself (the dev venv, no torch/TF) checks the outputs with the agent, as a device would.
 Network access is cut for every conversion (proxies pointed at a closed port): conversions must be offline.
 """
 
@@ -26,7 +26,8 @@ OFFLINE = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:
 
 
 def _python(var: str, default: Path, extra: str) -> str:
-    path = os.environ.get(var) or str(default)
+    """The interpreter for one path: ``var`` (a per-path override), else EDGE_AGENT_CONVERT_PYTHON, else the cache."""
+    path = os.environ.get(var) or os.environ.get("EDGE_AGENT_CONVERT_PYTHON") or str(default)
     if not Path(path).is_file():
         pytest.skip(f"the {extra} toolchain venv is missing ({path}); scripts/test.sh creates it "
                     f"(python -m venv ... && pip install -e '.[{extra}]'), or set {var}")
@@ -35,12 +36,12 @@ def _python(var: str, default: Path, extra: str) -> str:
 
 @pytest.fixture(scope="session")
 def torch_python() -> str:
-    return _python("EDGE_AGENT_CONVERT_TORCH_PYTHON", CACHE / "venv-convert-torch" / "bin" / "python", "convert-torch")
+    return _python("EDGE_AGENT_CONVERT_TORCH_PYTHON", CACHE / "venv-convert" / "bin" / "python", "convert")
 
 
 @pytest.fixture(scope="session")
 def tf_python() -> str:
-    return _python("EDGE_AGENT_CONVERT_TF_PYTHON", CACHE / "venv-convert-onnx" / "bin" / "python", "convert-onnx")
+    return _python("EDGE_AGENT_CONVERT_TF_PYTHON", CACHE / "venv-convert" / "bin" / "python", "convert")
 
 
 def run(python: str, *args: str, tool: str = "convert", timeout: float = 600,
