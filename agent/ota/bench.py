@@ -36,7 +36,7 @@ import yaml
 
 from agent.errors import AgentError
 from agent.ota.fleet import FleetView
-from agent.ota.fleet_cli import parse_broker
+from agent.sinks.mqtt.cli_args import parse_broker
 
 TARGET_GAP_RATIO = 2.0  # a swap may cost at most two frame intervals between results
 PUBLISH_VERSION = "1.1.0"
@@ -236,7 +236,8 @@ class BenchOptions:
 
 def agent_config(i: int, work: Path, opts: BenchOptions, url: str, trusted_root: Path, fleet_topic: str) -> dict[str, Any]:
     """One bench agent's config: synthetic camera, demo model on one thread, MQTT, updates from the bench registry."""
-    host, port = parse_broker(opts.broker)
+    host, given_port = parse_broker(opts.broker)
+    port = given_port or 1883
     device_id = f"{DEVICE_PREFIX}{i}"
     return {
         "device_id": device_id,
@@ -401,7 +402,8 @@ def run_ota_benchmark(opts: BenchOptions, err: Any) -> dict[str, Any]:
     from agent.ota.registry_cli import Notifier
     from agent.ota.repository import Registry
 
-    host, port = parse_broker(opts.broker)
+    host, given_port = parse_broker(opts.broker)
+    port = given_port or 1883
     work = Path(tempfile.mkdtemp(prefix="edge-bench-ota-"))
     fleet_topic = f"edge/fleet/bench-{os.getpid()}"
     device_ids = [f"{DEVICE_PREFIX}{i}" for i in range(opts.agents)]
@@ -437,9 +439,9 @@ def run_ota_benchmark(opts: BenchOptions, err: Any) -> dict[str, Any]:
             manifest_file = model_dir / "model.json"
             manifest = json.loads(manifest_file.read_text())
             target = registry.publish(model_dir / manifest["file"], manifest_file, name=manifest["name"], version=PUBLISH_VERSION)
-            notifier = Notifier(
-                argparse.Namespace(broker=opts.broker, fleet_topic=fleet_topic, username=None, password_file=None)
-            )
+            from agent.sinks.mqtt.config import MqttSinkConfig
+
+            notifier = Notifier(MqttSinkConfig(host=host, port=port), fleet_topic)
             with subscriber.lock:
                 watch.published_at = time.time()  # the clock starts as the notification leaves
             notifier.send(target)

@@ -268,40 +268,26 @@ def _console() -> Any:
 # ---- arguments -----------------------------------------------------------------------------
 
 
-def parse_broker(text: str) -> tuple[str, int]:
-    """``HOST``, ``HOST:PORT`` or ``[IPv6]:PORT``."""
-    host, sep, port = text.rpartition(":") if not text.endswith("]") else (text, "", "")
-    if not sep or (":" in host and not host.startswith("[")):  # no port, or a bare IPv6 address
-        host, port = text, "1883"
-    host = host.strip("[]")
-    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise UsageError(f"--broker {text!r} is not HOST:PORT with a port 1..65535 (e.g. 127.0.0.1:1883)")
-    return host, int(port)
-
-
 def _mqtt_config(args: argparse.Namespace) -> MqttSinkConfig:
-    from pathlib import Path
+    from agent.sinks.mqtt.cli_args import BrokerOptionError, broker_config
+    from agent.sinks.mqtt.config import check_topic_prefix
 
-    from agent.sinks.mqtt.config import MqttSinkConfig, check_topic_prefix
-
-    host, port = parse_broker(args.broker)
     try:
         check_topic_prefix(args.topic_root)
     except ValueError as exc:
         raise UsageError(f"--topic-root: {exc}") from None
-    if args.password_file and not args.username:
-        raise UsageError("--password-file needs --username")
-    if args.password_file and not Path(args.password_file).expanduser().is_file():
-        raise UsageError(f"--password-file {args.password_file}: no such file; give the file holding the broker password")
-    return MqttSinkConfig(host=host, port=port, username=args.username, password_file=args.password_file)
+    try:
+        return broker_config(args)
+    except BrokerOptionError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-fleet", description="The fleet's models, OTA updates and health, from MQTT.")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--broker", default="127.0.0.1:1883", metavar="HOST:PORT", help="MQTT broker (default 127.0.0.1:1883)")
-    common.add_argument("--username", help="broker user name")
-    common.add_argument("--password-file", help="file holding the broker password (first line)")
+    from agent.sinks.mqtt.cli_args import add_broker_options
+
+    add_broker_options(common)
     common.add_argument("--topic-root", default="edge", help="devices publish under ROOT/<device_id>/ (default edge)")
     common.add_argument("--wait", type=float, default=2.0, metavar="S", help="seconds to collect retained state (default 2)")
     common.add_argument("--json", action="store_true", help="print JSON instead of a table (not with live views)")

@@ -26,6 +26,8 @@ from agent.manifest import sidecar_candidates
 from agent.ota.errors import PolicyError
 from agent.ota.repository import DEFAULT_EXPIRES_DAYS, Registry, RegistryInputError
 from agent.ota.targets import CHANNELS, ModelTarget
+from agent.sinks.mqtt.cli_args import BrokerOptionError, add_broker_options, broker_config
+from agent.sinks.mqtt.config import MqttSinkConfig
 
 DEFAULT_REGISTRY = "./registry"
 DEFAULT_FLEET_TOPIC = "edge/fleet/updates"
@@ -54,32 +56,27 @@ def _open(args: argparse.Namespace) -> Registry:
 # ----- notification ----------------------------------------------------------------------------------------------
 
 
-def _broker(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        return text, 1883
-    if not host or not port.isdigit():
-        raise UsageError(f"--broker {text!r} is not HOST:PORT (e.g. 127.0.0.1:1883)")
-    return host, int(port)
-
-
 class Notifier:
     """The fleet notification settings, checked before the registry changes (a typo must not half-succeed)."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.host, self.port = _broker(args.broker)
-        self.topic: str = args.fleet_topic
-        self.username: str | None = args.username
-        self.password: str | None = None
-        if args.password_file:
-            try:
-                self.password = Path(args.password_file).read_text().strip()
-            except OSError as exc:
-                raise UsageError(f"--password-file {args.password_file}: {exc.strerror}") from None
+    def __init__(self, broker: MqttSinkConfig, topic: str) -> None:
+        self.broker = broker
+        self.topic = topic
+
+    @property
+    def address(self) -> str:
+        return f"{'mqtts' if self.broker.tls.enabled else 'mqtt'}://{self.broker.host}:{self.broker.effective_port}"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Notifier:
+        try:
+            return cls(broker_config(args), args.fleet_topic)
+        except BrokerOptionError as exc:
+            raise UsageError(str(exc)) from None
 
     def send(self, target: ModelTarget, timeout: float = 10.0) -> dict[str, Any]:
         """Publish the retained fleet notification (QoS 1) and wait until the broker has acknowledged it."""
-        import paho.mqtt.client as mqtt
+        from agent.sinks.mqtt.client import tool_client
 
         payload = {
             "model": target.model,
@@ -88,10 +85,12 @@ class Notifier:
             "rollout": target.rollout,
             "published_at": target.published_at,
         }
-        where = f"MQTT broker {self.host}:{self.port}"
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-registry-{os.getpid()}-{time.monotonic_ns()}")
-        if self.username:
-            client.username_pw_set(self.username, self.password)
+        cfg = self.broker
+        where = f"MQTT broker {self.address}"
+        try:
+            client = tool_client(cfg, f"edge-registry-{os.getpid()}-{time.monotonic_ns()}")
+        except AgentError as exc:
+            raise UsageError(str(exc)) from None
         connected = threading.Event()
         refused: list[str] = []
 
@@ -102,9 +101,9 @@ class Notifier:
 
         client.on_connect = on_connect
         try:
-            client.connect(self.host, self.port, keepalive=30)
-        except OSError as exc:
-            raise AgentError(f"cannot reach {where} ({exc}); check --broker") from None
+            client.connect(cfg.host, cfg.effective_port, keepalive=30)
+        except (OSError, ValueError) as exc:  # refused, unknown host, TLS handshake failure
+            raise AgentError(f"cannot reach {where} ({exc}); check --broker and the --tls options") from None
         client.loop_start()
         try:
             if not connected.wait(timeout) or refused:
@@ -121,7 +120,7 @@ class Notifier:
 
 
 def _notifier(args: argparse.Namespace) -> Notifier | None:
-    return Notifier(args) if args.notify else None
+    return Notifier.from_args(args) if args.notify else None
 
 
 def _notify(notifier: Notifier | None, target: ModelTarget, console: Console) -> None:
@@ -131,7 +130,7 @@ def _notify(notifier: Notifier | None, target: ModelTarget, console: Console) ->
         notifier.send(target)
     except AgentError as exc:
         raise AgentError(f"the registry change is done and signed, but the fleet was not notified: {exc}") from None
-    console.print(f"notified the fleet on {notifier.topic} via {notifier.host}:{notifier.port} (retained)")
+    console.print(f"notified the fleet on {notifier.topic} via {notifier.address} (retained)")
 
 
 # ----- commands --------------------------------------------------------------------------------------------------
@@ -290,10 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     notify = argparse.ArgumentParser(add_help=False)
     group = notify.add_argument_group("fleet notification (MQTT, retained, QoS 1)")
     group.add_argument("--notify", action="store_true", help="tell devices now instead of at their next poll")
-    group.add_argument("--broker", default="127.0.0.1:1883", metavar="HOST:PORT")
     group.add_argument("--fleet-topic", default=DEFAULT_FLEET_TOPIC, metavar="TOPIC")
-    group.add_argument("--username")
-    group.add_argument("--password-file", metavar="FILE", help="file holding the MQTT password")
+    add_broker_options(group)
 
     parser = argparse.ArgumentParser(
         prog="edge-registry",

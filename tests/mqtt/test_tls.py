@@ -210,3 +210,65 @@ def test_bad_tls_and_credential_config_name_the_field(tmp_path: Path, monkeypatc
     garbage.write_text("not a certificate")
     with pytest.raises(ConfigError, match=r"sinks\[\]\.tls\.ca_file"):
         MqttSink(MqttSinkConfig(tls={"enabled": True, "ca_file": str(garbage)}))
+
+
+def _tool_tls_args(tb: TlsBroker) -> list[str]:
+    return ["--broker", f"localhost:{tb.tls_port}", "--tls-ca", str(tb.ca), "--username", "dev-tls",
+            "--password-file", str(tb.password_file)]  # fmt: skip
+
+
+def test_registry_notify_and_fleet_status_over_tls(
+    tls_broker: TlsBroker, tmp_path: Path, subscribers: list, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The workstation tools reach a TLS + password broker with the same options: the fleet notification
+    arrives retained, and edge-fleet reads a device's retained status through it."""
+    from agent.ota.fleet_cli import main as fleet_main
+    from agent.ota.registry_cli import main as registry_main
+    from tests.ota._registry_helpers import MODEL_NAME, make_model
+
+    reg = tmp_path / "registry"
+    assert registry_main(["init", str(reg)]) == 0
+    model, manifest = make_model(tmp_path / "build", "2.0.0")
+    publish = ["--registry", str(reg), "publish", str(model), "--manifest", str(manifest)]
+    assert registry_main([*publish, "--notify", "--fleet-topic", "edge/fleet/tls", *_tool_tls_args(tls_broker)]) == 0
+    assert f"mqtts://localhost:{tls_broker.tls_port}" in capsys.readouterr().out
+    sub = _tls_sub(tls_broker, "edge/fleet/tls")  # subscribed after the fact: only a retained message arrives
+    subscribers.append(sub)
+    assert wait_until(lambda: len(sub.messages) >= 1, 10)
+    note = json.loads(sub.messages[0].payload)
+    assert (note["model"], note["version"]) == (MODEL_NAME, "2.0.0") and sub.messages[0].retain
+
+    sink = make_sink(tmp_path / "state", tls_broker.tls_port, "tls-fleet", host="localhost",
+                     tls={"enabled": True, "ca_file": str(tls_broker.ca)}, username="dev-tls",
+                     password_file=str(tls_broker.password_file))  # fmt: skip
+    run = RunningPipeline([sink], fps=15)
+    try:
+        def listed() -> bool:
+            assert fleet_main(["status", "--once", "--json", "--wait", "0.5", *_tool_tls_args(tls_broker)]) == 0
+            return any(row["device_id"] == "tls-fleet" for row in json.loads(capsys.readouterr().out))
+
+        assert wait_until(listed, 15)
+    finally:
+        run.stop()
+
+
+def test_tools_refuse_a_broker_whose_certificate_they_cannot_verify(
+    tls_broker: TlsBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without the test CA the system CAs do not vouch for the broker: both tools fail (exit 1) and say where."""
+    from agent.ota.fleet_cli import main as fleet_main
+    from agent.ota.registry_cli import main as registry_main
+    from tests.ota._registry_helpers import make_model
+
+    untrusted = ["--broker", f"localhost:{tls_broker.tls_port}", "--tls", "--username", "dev-tls",
+                 "--password-file", str(tls_broker.password_file)]  # fmt: skip
+    assert fleet_main(["status", "--once", "--wait", "0.2", *untrusted]) == 1
+    assert f"localhost:{tls_broker.tls_port}" in capsys.readouterr().err
+    reg = tmp_path / "registry"
+    assert registry_main(["init", str(reg)]) == 0
+    model, manifest = make_model(tmp_path / "build", "2.0.1")
+    publish = ["--registry", str(reg), "publish", str(model), "--manifest", str(manifest), "--notify", *untrusted]
+    assert registry_main(publish) == 1
+    err = capsys.readouterr().err
+    assert "not notified" in err and f"mqtts://localhost:{tls_broker.tls_port}" in err
+    assert PASSWORD not in err

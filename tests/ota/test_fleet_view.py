@@ -8,7 +8,7 @@ import pytest
 from rich.console import Console
 
 from agent.ota.fleet import FleetView
-from agent.ota.fleet_cli import UsageError, parse_broker, rollout_table, status_table
+from agent.ota.fleet_cli import rollout_table, status_table
 
 from ._fleet_helpers import event_payload, status_payload, telemetry_payload
 
@@ -213,22 +213,3 @@ def test_status_table_dims_offline_and_marks_stale(view: FleetView) -> None:
     assert "(stale)" not in lines["b-off"] and "offline" in lines["b-off"]
     assert "failed 1.1.0 (hash_mismatch)" in lines["c-fail"]
     console.print(rollout_table(view.rollout("ssd", "1.1.0")))  # renders without error
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("127.0.0.1:1883", ("127.0.0.1", 1883)),
-        ("broker.lan", ("broker.lan", 1883)),
-        ("[::1]:8883", ("::1", 8883)),
-        ("::1", ("::1", 1883)),
-    ],
-)
-def test_parse_broker(text: str, expected: tuple[str, int]) -> None:
-    assert parse_broker(text) == expected
-
-
-@pytest.mark.parametrize("text", ["host:", "host:0", "host:70000", "host:abc", ":1883"])
-def test_parse_broker_rejects(text: str) -> None:
-    with pytest.raises(UsageError, match="--broker"):
-        parse_broker(text)
