@@ -24,7 +24,7 @@ from rich.table import Table
 from agent.errors import AgentError
 from agent.manifest import sidecar_candidates
 from agent.ota.errors import PolicyError
-from agent.ota.repository import DEFAULT_EXPIRES_DAYS, Registry, RegistryInputError
+from agent.ota.repository import DEFAULT_EXPIRES_DAYS, ONLINE_ROLES, Registry, RegistryInputError
 from agent.ota.targets import CHANNELS, ModelTarget
 from agent.sinks.mqtt.cli_args import BrokerOptionError, add_broker_options, broker_config
 from agent.sinks.mqtt.config import MqttSinkConfig
@@ -206,6 +206,17 @@ def cmd_refresh(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_rotate(args: argparse.Namespace, console: Console) -> int:
+    roles = list(ONLINE_ROLES) if args.online else (args.role or [])
+    version = _open(args).rotate(roles, root_keys=args.root_keys, root_threshold=args.threshold)
+    changed = [f"new {role} key" for role in roles]
+    if args.root_keys:
+        changed.append(f"{args.root_keys} new root key(s), threshold {args.threshold or 1} (old ones in root-keys/retired/)")
+    console.print(f"signed root v{version}: {', '.join(changed) or 'renewed expiry, same keys'}")
+    console.print("devices walk to it from the root they were installed with at their next check; move root-keys/ offline")
+    return 0
+
+
 def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M") if ts else "-"
 
@@ -343,6 +354,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expires-in-days", type=_positive, metavar="DAYS", help="timestamp lifetime (registry setting)")
     p.add_argument("--snapshot", action="store_true", help="re-sign the snapshot too")
     p.set_defaults(func=cmd_refresh)
+
+    p = sub.add_parser(
+        "rotate",
+        parents=[common],
+        help="sign a new root: renew its expiry, rotate online keys or root keys (needs root-keys/)",
+        description="Sign a new root version with the current root keys (devices trust it through them) and the new "
+        "ones. With no option it renews root's expiry; run it well before root expires (status shows when).",
+    )
+    p.add_argument("--role", action="append", choices=ONLINE_ROLES, help="give this online role a new key (repeatable)")
+    p.add_argument("--online", action="store_true", help="new keys for every online role (targets, snapshot, timestamp)")
+    p.add_argument("--root-keys", type=int, metavar="N", help="replace the root keys with N new ones")
+    p.add_argument("--threshold", type=int, metavar="N", help="root keys needed to sign the next root (with --root-keys)")
+    p.set_defaults(func=cmd_rotate)
 
     p = sub.add_parser("status", parents=[common], help="models, rollbacks, metadata expiry")
     p.add_argument("--json", action="store_true")
