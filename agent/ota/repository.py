@@ -551,13 +551,11 @@ class Registry:
                 path.rename(path.with_suffix(""))
             fsync_dir(self.dir / "keys")
             fsync_dir(root_dir)
-            if new_root_signers:
-                self.settings.update(root_keys=root_keys, root_threshold=threshold)
-                atomic_write_bytes(self.dir / SETTINGS_FILE, (json.dumps(self.settings, indent=2) + "\n").encode())
+            self._sync_root_settings(root)
             self._signers.clear()
             if online:
                 # the roles whose keys changed are re-signed now: what devices hold was signed with retired keys
-                self.bump_and_sign(online)
+                self.bump_and_sign(list(online))
             marker.unlink()
             fsync_dir(self.dir)
         return root.version
@@ -597,7 +595,15 @@ class Registry:
         if stale:
             with self.locked():
                 self.bump_and_sign(stale)
+        self._sync_root_settings(root)
         marker.unlink()
+
+    def _sync_root_settings(self, root: Root) -> None:
+        """Keep ``registry.json``'s root key count and threshold in step with the newest root."""
+        keys, threshold = len(root.roles["root"].keyids), root.roles["root"].threshold
+        if (self.settings.get("root_keys"), self.settings.get("root_threshold")) != (keys, threshold):
+            self.settings.update(root_keys=keys, root_threshold=threshold)
+            atomic_write_bytes(self.dir / SETTINGS_FILE, (json.dumps(self.settings, indent=2) + "\n").encode())
 
     @staticmethod
     def _retire_root_keys(root: Root, root_dir: Path, old_version: int) -> None:

@@ -54,6 +54,8 @@ def test_rotating_online_and_root_keys_devices_follow_the_chain(reg: Registry, t
         assert len(list((reg.dir / "root-keys" / "retired").glob("*.pem"))) == 2
         assert stat.S_IMODE((reg.dir / "keys" / "targets.pem").stat().st_mode) == 0o600
         assert not (reg.dir / ROTATION_MARKER).exists()
+        settings = json.loads((reg.dir / "registry.json").read_text())
+        assert (settings["root_keys"], settings["root_threshold"]) == (3, 2)
 
         reg = Registry(reg.dir)  # a fresh open loads the new keys (the CLI above was another process' worth)
         publish(reg, tmp_path, "1.1.0")  # signed with the new targets key
