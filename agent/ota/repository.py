@@ -88,7 +88,10 @@ class Registry:
                 f"registry {self.dir} is missing online signing keys: {', '.join(missing)}; restore keys/ from your backup"
             )
         self._signers: dict[str, list[CryptoSigner]] = {}
-        self._recover_rotation()
+        if (self.dir / ROTATION_MARKER).exists():
+            from agent.ota.rotation import recover
+
+            recover(self)
 
     # ----- creating -------------------------------------------------------------------------------------------
 
@@ -127,16 +130,16 @@ class Registry:
         root_signers = [CryptoSigner.generate_ed25519() for _ in range(root_keys)]
         online = {role: CryptoSigner.generate_ed25519() for role in ONLINE_ROLES}
         for i, signer in enumerate(root_signers, start=1):
-            _write_private_key(directory / "root-keys" / f"root-{i}.pem", signer)
+            write_private_key(directory / "root-keys" / f"root-{i}.pem", signer)
         for role, signer in online.items():
-            _write_private_key(directory / "keys" / f"{role}.pem", signer)
+            write_private_key(directory / "keys" / f"{role}.pem", signer)
 
         now = clock()
         settings: dict[str, Any] = {"format": 1, "created_at": now, "root_threshold": root_threshold, "root_keys": root_keys}
         settings["expires_days"] = days
         atomic_write_bytes(directory / SETTINGS_FILE, (json.dumps(settings, indent=2) + "\n").encode())
 
-        root = Root(expires=_expiry(now, days["root"]), consistent_snapshot=True)
+        root = Root(expires=expiry(now, days["root"]), consistent_snapshot=True)
         for signer in root_signers:
             root.add_key(signer.public_key, "root")
         root.roles["root"].threshold = root_threshold
@@ -146,9 +149,9 @@ class Registry:
         registry.dir, registry.clock, registry.settings, registry.expires_days = directory, clock, settings, days
         registry._signers = {"root": root_signers, **{role: [s] for role, s in online.items()}}
         registry.sign_and_write(Metadata(root), "root")
-        registry.sign_and_write(Metadata(Targets(expires=_expiry(now, days["targets"]))), "targets")
-        registry.sign_and_write(Metadata(Snapshot(expires=_expiry(now, days["snapshot"]))), "snapshot")
-        registry.sign_and_write(Metadata(Timestamp(expires=_expiry(now, days["timestamp"]))), "timestamp")
+        registry.sign_and_write(Metadata(Targets(expires=expiry(now, days["targets"]))), "targets")
+        registry.sign_and_write(Metadata(Snapshot(expires=expiry(now, days["snapshot"]))), "snapshot")
+        registry.sign_and_write(Metadata(Timestamp(expires=expiry(now, days["timestamp"]))), "timestamp")
         return cls(directory, clock=clock)
 
     # ----- paths ----------------------------------------------------------------------------------------------
@@ -275,7 +278,7 @@ class Registry:
 
     @staticmethod
     def _stamp(signed: Signed, now: float, days: float) -> None:
-        signed.expires = _expiry(now, days)
+        signed.expires = expiry(now, days)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -490,130 +493,22 @@ class Registry:
             return self.bump_and_sign(roles, timestamp_days=expires_in_days)
 
     def rotate(self, roles: Iterable[str] = (), *, root_keys: int | None = None, root_threshold: int | None = None) -> int:
-        """Sign a new root: fresh keys for the online ``roles``, new root keys when ``root_keys`` is given, and a
-        fresh root expiry in every case (with nothing to rotate this just renews root). Returns the root version.
+        """Sign a new root (renewal, online or root key rotation): see :func:`agent.ota.rotation.rotate`."""
+        from agent.ota.rotation import rotate
 
-        The new root is signed by the current root keys (so devices, which trust the old root, accept it) and by
-        the new ones (so it is valid on its own). Devices walk the root chain from the root they were installed
-        with; a key that is rotated out can sign nothing they accept afterwards. New key files are written as
-        ``*.next`` first and moved into place only after the root that lists them is written; opening the registry
-        finishes a rotation a crash cut short (see ``_recover_rotation``).
-        """
-        roles = sorted(set(roles))
-        bad = [r for r in roles if r not in ONLINE_ROLES]
-        if bad:
-            raise RegistryInputError(f"cannot rotate {bad}: online roles are {list(ONLINE_ROLES)}; root keys: --root-keys N")
-        if root_keys is None and root_threshold is not None:
-            raise RegistryInputError("--threshold needs --root-keys (the threshold of the new root keys)")
-        threshold = root_threshold or 1
-        if root_keys is not None and not 1 <= threshold <= root_keys:
-            raise RegistryInputError(
-                f"root threshold {threshold} does not fit {root_keys} root key(s): use 1 <= threshold <= root keys"
-            )
-        with self.locked():
-            current = self.load_role("root")
-            old_signers = self.signers("root")
-            root_md = Metadata.from_bytes(current.to_bytes())
-            root = root_md.signed
-            root.version += 1
-            self._stamp(root, self.clock(), self.expires_days["root"])
-            online = {role: CryptoSigner.generate_ed25519() for role in roles}
-            for role, signer in online.items():
-                for keyid in list(root.roles[role].keyids):
-                    root.revoke_key(keyid, role)
-                root.add_key(signer.public_key, role)
-            new_root_signers = [CryptoSigner.generate_ed25519() for _ in range(root_keys or 0)]
-            if new_root_signers:
-                for keyid in list(root.roles["root"].keyids):
-                    root.revoke_key(keyid, "root")
-                for signer in new_root_signers:
-                    root.add_key(signer.public_key, "root")
-                root.roles["root"].threshold = threshold
-            for signer in old_signers + new_root_signers:
-                root_md.sign(signer, append=True)
-            try:  # the old root must accept it (devices), and it must stand on its own (the next rotation)
-                current.signed.verify_delegate("root", root_md.signed_bytes, root_md.signatures)
-                root.verify_delegate("root", root_md.signed_bytes, root_md.signatures)
-            except UnsignedMetadataError as exc:
-                raise RegistryError(f"the new root would not verify ({exc}); nothing was changed") from None
+        return rotate(self, roles, root_keys=root_keys, root_threshold=root_threshold)
 
-            staged = {self._key_path(role).with_suffix(".pem.next"): signer for role, signer in online.items()}
-            root_dir = self.dir / "root-keys"
-            staged |= {root_dir / f"root-v{root.version}-{i}.pem.next": s for i, s in enumerate(new_root_signers, start=1)}
-            marker = self.dir / ROTATION_MARKER
-            atomic_write_bytes(marker, f"{root.version}\n".encode())  # until the end: open() finishes the job
-            for path, signer in staged.items():
-                _write_private_key(path, signer)
-            atomic_write_bytes(self.metadata_path("root", root.version), root_md.to_bytes(JSONSerializer(compact=False)))
-            if new_root_signers:  # the old root keys now sign nothing a device accepts: keep them apart, not in use
-                self._retire_root_keys(root, root_dir, current.signed.version)
-            for path in staged:
-                path.rename(path.with_suffix(""))
-            fsync_dir(self.dir / "keys")
-            fsync_dir(root_dir)
-            self._sync_root_settings(root)
-            self._signers.clear()
-            if online:
-                # the roles whose keys changed are re-signed now: what devices hold was signed with retired keys
-                self.bump_and_sign(list(online))
-            marker.unlink()
-            fsync_dir(self.dir)
-        return root.version
+    def key_path(self, role: str) -> Path:
+        """The private key file of an online role."""
+        return self._key_path(role)
 
-    def _recover_rotation(self) -> None:
-        """Finish a rotation that a crash cut short (its marker file is still there), so the registry signs
-        with the keys its newest root lists.
+    def forget_signers(self) -> None:
+        """Drop the loaded keys: the next signature loads them from disk again (after a rotation)."""
+        self._signers.clear()
 
-        ``*.pem.next`` keys listed by the newest root are moved into place (and root keys that root no longer
-        lists are retired); others belong to a root that was never written and are dropped. Online roles whose
-        current metadata the newest root does not accept are then re-signed.
-        """
-        marker = self.dir / ROTATION_MARKER
-        if not marker.exists():
-            return
-        root = self.load_role("root").signed
-        root_dir = self.dir / "root-keys"
-        leftovers = sorted([*(self.dir / "keys").glob("*.pem.next"), *root_dir.glob("*.pem.next")])
-        for path in leftovers:
-            try:
-                keyid = CryptoSigner(load_pem_private_key(path.read_bytes(), None)).public_key.keyid
-            except (OSError, ValueError, TypeError):
-                keyid = ""
-            if keyid in root.keys:
-                if path.parent == root_dir:
-                    self._retire_root_keys(root, root_dir, root.version - 1)
-                path.rename(path.with_suffix(""))
-            else:
-                path.unlink()
-        stale = []
-        for role in ONLINE_ROLES:
-            md = self.load_role(role)
-            try:
-                root.verify_delegate(role, md.signed_bytes, md.signatures)
-            except UnsignedMetadataError:
-                stale.append(role)
-        if stale:
-            with self.locked():
-                self.bump_and_sign(stale)
-        self._sync_root_settings(root)
-        marker.unlink()
-
-    def _sync_root_settings(self, root: Root) -> None:
-        """Keep ``registry.json``'s root key count and threshold in step with the newest root."""
-        keys, threshold = len(root.roles["root"].keyids), root.roles["root"].threshold
-        if (self.settings.get("root_keys"), self.settings.get("root_threshold")) != (keys, threshold):
-            self.settings.update(root_keys=keys, root_threshold=threshold)
-            atomic_write_bytes(self.dir / SETTINGS_FILE, (json.dumps(self.settings, indent=2) + "\n").encode())
-
-    @staticmethod
-    def _retire_root_keys(root: Root, root_dir: Path, old_version: int) -> None:
-        """Move root key files the given root does not list to ``root-keys/retired/`` (they sign nothing valid now)."""
-        retired = root_dir / "retired"
-        for path in root_dir.glob("*.pem"):
-            keyid = CryptoSigner(load_pem_private_key(path.read_bytes(), None)).public_key.keyid
-            if keyid not in root.roles["root"].keyids:
-                retired.mkdir(mode=0o700, exist_ok=True)
-                path.rename(retired / f"v{old_version}-{path.name}")
+    def write_settings(self, **changes: Any) -> None:
+        self.settings.update(changes)
+        atomic_write_bytes(self.dir / SETTINGS_FILE, (json.dumps(self.settings, indent=2) + "\n").encode())
 
     def _find_version(self, targets: Metadata[Targets], model: str, version: str) -> tuple[str, ModelTarget]:
         try:
@@ -649,7 +544,7 @@ def _target_file(path: str, length: int, sha256: str, entry: ModelTarget | Rollb
     return TargetFile(length, {"sha256": sha256}, path, {"custom": to_custom(entry)})
 
 
-def _expiry(now: float, days: float) -> datetime:
+def expiry(now: float, days: float) -> datetime:
     return datetime.fromtimestamp(now + days * _DAY, UTC)
 
 
@@ -675,7 +570,8 @@ def _copy_hashed(source: Path, dest_dir: Path, filename: str) -> tuple[str, int]
     return sha256, length
 
 
-def _write_private_key(path: Path, signer: CryptoSigner) -> None:
+def write_private_key(path: Path, signer: CryptoSigner) -> None:
+    """A new private key file, mode 0600, durable before this returns (refuses to overwrite)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(signer.private_bytes)

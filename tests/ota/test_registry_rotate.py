@@ -148,16 +148,16 @@ def test_a_rotation_cut_short_is_finished_on_open(reg: Registry, tmp_path: Path,
 def test_a_rotation_that_never_wrote_its_root_is_discarded(
     reg: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import agent.ota.repository as repository
+    import agent.ota.rotation as rotation
 
-    real_write = repository.atomic_write_bytes
+    real_write = rotation.atomic_write_bytes
 
     def crash_on_root(path: Path, data: bytes) -> None:
         if path.name.endswith(".root.json"):
             raise SystemExit("killed")
         real_write(path, data)
 
-    monkeypatch.setattr(repository, "atomic_write_bytes", crash_on_root)
+    monkeypatch.setattr(rotation, "atomic_write_bytes", crash_on_root)
     keys_before = (reg.dir / "keys" / "targets.pem").read_bytes()
     with pytest.raises(SystemExit):
         reg.rotate(["targets"])
