@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from agent.ota.bench import WARMUP_RESULTS, OtaWatch, summarize
+from agent.ota.bench_watch import WARMUP_RESULTS, OtaWatch, summarize
 from tests.mqtt.conftest import Broker, Subscriber
 from tests.ota._fleet_helpers import event_payload, status_payload, telemetry_payload
 
