@@ -82,7 +82,7 @@ class Registry:
             self.expires_days: dict[str, float] = {**DEFAULT_EXPIRES_DAYS, **self.settings.get("expires_days", {})}
         except (OSError, ValueError, TypeError) as exc:
             raise RegistryError(f"cannot read {settings_path}: {exc}; restore it from a backup") from None
-        missing = [str(self._key_path(role)) for role in ONLINE_ROLES if not self._key_path(role).is_file()]
+        missing = [str(self.key_path(role)) for role in ONLINE_ROLES if not self.key_path(role).is_file()]
         if missing:
             raise RegistryError(
                 f"registry {self.dir} is missing online signing keys: {', '.join(missing)}; restore keys/ from your backup"
@@ -174,7 +174,8 @@ class Registry:
         """The root a device is installed with."""
         return self.metadata_dir / "1.root.json"
 
-    def _key_path(self, role: str) -> Path:
+    def key_path(self, role: str) -> Path:
+        """The private key file of an online role."""
         return self.dir / "keys" / f"{role}.pem"
 
     def metadata_path(self, role: str, version: int) -> Path:
@@ -204,7 +205,7 @@ class Registry:
     def signers(self, role: str) -> list[CryptoSigner]:
         """The private keys of ``role`` (root keys only while ``root-keys/`` is present)."""
         if role not in self._signers:
-            paths = sorted((self.dir / "root-keys").glob("*.pem")) if role == "root" else [self._key_path(role)]
+            paths = sorted((self.dir / "root-keys").glob("*.pem")) if role == "root" else [self.key_path(role)]
             if not paths:
                 raise RegistryError(f"no root keys in {self.dir / 'root-keys'}: bring the offline root keys back to sign root")
             signers = []
@@ -497,10 +498,6 @@ class Registry:
         from agent.ota.rotation import rotate
 
         return rotate(self, roles, root_keys=root_keys, root_threshold=root_threshold)
-
-    def key_path(self, role: str) -> Path:
-        """The private key file of an online role."""
-        return self._key_path(role)
 
     def forget_signers(self) -> None:
         """Drop the loaded keys: the next signature loads them from disk again (after a rotation)."""
