@@ -26,6 +26,7 @@ import numpy as np
 from agent.backends.base import Backend
 from agent.detector import Detector
 from agent.errors import SourceEnded
+from agent.handoff import InvokeHandoff
 from agent.preprocess import Letterbox
 from agent.schema import DetectionResult, StageTimings
 from agent.sinks.base import Sink
@@ -265,8 +266,9 @@ class Pipeline:
         decoder: decode, build the result, run the sinks -> the context is free again
 
         A frame's result is decoded as soon as its invoke ends (no waiting for the next
-        frame), results leave in frame order (one decoder), and at most two frames are in
-        flight. A detector swap drains both contexts, then starts over with the new one.
+        frame; for a fast model, within the decoder's nap overshoot, see
+        :mod:`agent.handoff`), results leave in frame order (one decoder), and at most two
+        frames are in flight. A detector swap drains both contexts, then starts over with the new one.
         """
         while True:
             try:
@@ -282,7 +284,7 @@ class Pipeline:
     def _run_epoch(self, detector: Detector) -> None:
         free: queue.SimpleQueue[Backend] = queue.SimpleQueue()
         ready: queue.SimpleQueue[tuple[Backend, _InFlight] | BaseException | None] = queue.SimpleQueue()
-        invoked: queue.SimpleQueue[tuple[Backend, _InFlight] | None] = queue.SimpleQueue()
+        invoked: InvokeHandoff[tuple[Backend, _InFlight]] = InvokeHandoff()
         for ctx in detector.contexts(2):
             free.put(ctx)
         failures: list[BaseException] = []
@@ -327,11 +329,12 @@ class Pipeline:
                 if isinstance(item, BaseException):
                     raise item
                 ctx, job = item
+                invoked.invoking()
                 self._invoke(detector, ctx, job)
                 invoked.put((ctx, job))
         finally:
             epoch_over.set()
-            invoked.put(None)
+            invoked.close()
             decoder.join()
             filler.join()
         if failures:
