@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent import __version__
+from agent.http.docs_page import render_docs
 from agent.http.images import ACCEPTED_TYPES, UploadError
 from agent.http.models import ErrorBody, Health, Readiness
 from agent.schema import DetectionResult
@@ -263,7 +263,7 @@ def build_app(state: ApiState) -> FastAPI:
 
     @app.get("/docs", include_in_schema=False, dependencies=docs_auth)
     def docs() -> Response:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="edge-agent API")
+        return HTMLResponse(render_docs(app.openapi()))
 
     return app
 
