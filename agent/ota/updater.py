@@ -20,6 +20,10 @@ an agent killed at any point restarts into a known state:
   frame that fails on the new model switches back at once.
 - Commit is the ``current`` pointer switch (store.py). A crash during the trial therefore restarts
   on the old model; the journal tells the restarted agent that this was an implicit rollback.
+
+Around this module: startup.py (which model to load, settling an interrupted update), fetch.py
+(URL, download, whole-file check), trial.py (the trial and the way back), reporting.py (state
+and events).
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from typing import TYPE_CHECKING, Any
 from agent.errors import AgentError, ModelError
 from agent.ota.errors import OtaError, PolicyError, RegistryError, SelfTestError, TrialError
 from agent.ota.policy import Offer, choose
+from agent.ota.reporting import UpdateReporter
+from agent.ota.trial import Stopped, revert, run_trial
 from agent.ota.versions import compare_versions
 from agent.ota.watch import ResultWatch, model_key
 from agent.telemetry import UpdateState
@@ -95,70 +101,31 @@ class ModelUpdater:
         self.watch = ResultWatch()
         self.pipeline: Pipeline | None = None
         self.model_name: str | None = cfg.model
-        self.state = UpdateState(state="idle", since=clock())
-        self._sinks: list[Any] = []
-        self._pending_reports: list[tuple[str, dict[str, Any]]] = []
+        self.reporter = UpdateReporter(clock)
         self._trigger = threading.Event()
         self._stop = threading.Event()
         self._due: float | None = None
         self._thread: threading.Thread | None = None
         self._busy = threading.Lock()
         self._frames: list[Any] | None = None
+        self._consistent = False  # the registry serves targets under consistent-snapshot names
         self.last_outcome: dict[str, Any] | None = None
         if self.journal.recovered_from is not None:
-            self._pending_reports.append(("journal_recovered", {"moved_to": str(self.journal.recovered_from)}))
+            self.reporter.queue("journal_recovered", moved_to=str(self.journal.recovered_from))
+
+    @property
+    def state(self) -> UpdateState:
+        return self.reporter.state
 
     # ---- start-up: which model to load ---------------------------------------------------------------
     def startup_model(self, factory: Path) -> Path:
         """The model file to start with: the committed one (re-hashed), else ``factory``.
 
-        Also settles an update the previous run left half-way (an implicit rollback if it was on trial).
+        Also settles an update the previous run left half-way (see :mod:`agent.ota.startup`).
         """
-        from agent.errors import ModelFileError
+        from agent.ota.startup import startup_model
 
-        current = self.store.current()
-        if self.journal.recovered_from is not None and current is not None:
-            self.journal.note_committed(current.name, current.version)  # a fresh journal: re-seed the downgrade floor
-        interrupted = self.journal.interrupted()
-        if interrupted is not None:
-            step, name, version = interrupted.step, interrupted.model, interrupted.version
-            if step in ("swapping", "trial"):
-                if step == "trial" and current is not None and current.name == name and current.version == version:
-                    self.journal.finish_committed()
-                    self._queue("committed", model=name, version=version, detail="commit completed before the restart")
-                else:
-                    self.journal.finish_rolled_back("restarted_during_trial")
-                    self._queue(
-                        "rolled_back",
-                        model=name,
-                        version=version,
-                        reason="restarted_during_trial",
-                        detail=f"the agent restarted while {name} {version} was on trial: running the previous model",
-                    )
-            else:
-                self.journal.abandon(f"interrupted_at_{step}")
-                self._queue(
-                    "idle",
-                    model=name,
-                    version=version,
-                    reason=f"interrupted_at_{step}",
-                    detail=f"the agent restarted during {step} of {name} {version}; the next check resumes it",
-                )
-        for candidate in (current, self.store.previous()):
-            if candidate is None:
-                continue
-            try:
-                path = self.store.verify(candidate)
-            except ModelFileError as exc:
-                log.error("%s", exc)
-                self._queue(
-                    "failed", model=candidate.name, version=candidate.version, reason="installed_model_corrupt", detail=str(exc)
-                )
-                continue
-            if candidate is not current:
-                self.store.set_current(candidate)
-            return path
-        return factory
+        return startup_model(self.store, self.journal, self.reporter, factory)
 
     # ---- wiring -------------------------------------------------------------------------------------
     def attach(self, pipeline: Pipeline) -> None:
@@ -167,17 +134,16 @@ class ModelUpdater:
         pipeline.frame_hooks.append(self.watch)
         if self.model_name is None:
             self.model_name = pipeline.detector.ref.name
-        self._sinks = [s for s in pipeline.sinks if hasattr(s, "set_update_state")]
-        for sink in self._sinks:
+        self.reporter.sinks = [s for s in pipeline.sinks if hasattr(s, "set_update_state")]
+        self.reporter.emit_event = pipeline.emit_event
+        for sink in self.reporter.sinks:
             sink.set_update_checker(self.request_check)
             if self.cfg.fleet_topic:
                 sink.subscribe(self.cfg.fleet_topic, self.on_fleet_message)
-        self._publish_state(self.state)
+        self.reporter.publish()
 
     def start(self) -> None:
-        for phase, data in self._pending_reports:
-            self._emit(phase, data)
-        self._pending_reports.clear()
+        self.reporter.flush()
         if self.cfg.check_on_start:
             self._trigger.set()
         self._thread = threading.Thread(target=self._loop, name="ota-updater", daemon=True)
@@ -246,11 +212,11 @@ class ModelUpdater:
             except OtaError as exc:
                 log.error("update: %s", exc)
                 outcome = {"state": "failed", "reason": exc.reason, "detail": str(exc)}
-                self._report("failed", reason=exc.reason, detail=str(exc), model=self.model_name)
+                self.reporter.report("failed", reason=exc.reason, detail=str(exc), model=self.model_name)
             except Exception as exc:
                 log.exception("update: unexpected failure")
                 outcome = {"state": "failed", "reason": "internal_error", "detail": f"{type(exc).__name__}: {exc}"}
-                self._report("failed", reason="internal_error", detail=outcome["detail"], model=self.model_name)
+                self.reporter.report("failed", reason="internal_error", detail=outcome["detail"], model=self.model_name)
             self.last_outcome = outcome
             return outcome
 
@@ -262,10 +228,10 @@ class ModelUpdater:
         ok, why = clock_plausible(self.clock())
         if not ok:
             raise ClockError(why)
-        self._report("checking", model=self.model_name, event=False)
+        self.reporter.report("checking", model=self.model_name, event=False)
         offer, detail, reason = self._find_offer()
         if offer is None:
-            self._report("idle", detail=detail, reason=reason, model=self.model_name, event=reason is not None)
+            self.reporter.report("idle", detail=detail, reason=reason, model=self.model_name, event=reason is not None)
             return {"state": "idle", "detail": detail, "reason": reason}
         return self._apply(offer)
 
@@ -302,6 +268,7 @@ class ModelUpdater:
 
     # ---- install -------------------------------------------------------------------------------------
     def _apply(self, offer: Offer) -> dict[str, Any]:
+        from agent.ota.fetch import verify
         from agent.ota.resources import check_disk, check_ram
 
         assert self.pipeline is not None
@@ -325,10 +292,10 @@ class ModelUpdater:
                 check_disk(part.parent, max(0, info.length - have), self.cfg.disk_margin_mb * 2**20)
                 check_ram(info.length, self.cfg.ram_factor)
                 self.journal.advance("downloading")
-                self._report("downloading", progress=have / info.length if info.length else 1.0, **fields)
+                self.reporter.report("downloading", progress=have / info.length if info.length else 1.0, **fields)
                 self._download(offer, part)
-                self._report("verifying", **fields)
-                self._verify(offer, part)
+                self.reporter.report("verifying", **fields)
+                verify(offer, part)
                 self.journal.advance("verified")
                 _fault("verified")
                 # the signed manifest, bound to the signed name, version and hash
@@ -338,7 +305,7 @@ class ModelUpdater:
                 self.journal.advance("downloading")
                 self.journal.advance("verified")
             self.journal.advance("staged")
-            self._report("staged", **fields)
+            self.reporter.report("staged", **fields)
             _fault("staged")
             candidate, report = self._prove(installed, old)
         except OtaError as exc:
@@ -348,7 +315,7 @@ class ModelUpdater:
             except OtaError as jexc:  # e.g. the disk is still full: report the cause anyway
                 log.error("%s", jexc)
                 detail += f" (the update journal could not record this: {jexc})"
-            self._report("failed", reason=exc.reason, detail=detail, **fields)
+            self.reporter.report("failed", reason=exc.reason, detail=detail, **fields)
             return {"state": "failed", "reason": exc.reason, "detail": detail}
         return self._swap_and_trial(offer, installed, old, candidate, report, fields)
 
@@ -361,61 +328,17 @@ class ModelUpdater:
                     return inst
         return None
 
-    def _target_url(self, offer: Offer) -> str:
-        assert self.cfg.url is not None
-        directory, _, name = offer.path.rpartition("/")
-        if getattr(self, "_consistent", False):
-            name = f"{offer.info.hashes['sha256']}.{name}"
-        return (
-            f"{self.cfg.url.rstrip('/')}/targets/{directory}/{name}"
-            if directory
-            else f"{self.cfg.url.rstrip('/')}/targets/{name}"
-        )
-
     def _download(self, offer: Offer, part: Path) -> None:
-        from agent.ota.download import download_resumable
+        from agent.ota.fetch import download, target_url
 
+        assert self.cfg.url is not None
         t = offer.target
-        last = [0.0]
-        first_chunk = [True]
 
-        def progress(done: int, total: int) -> None:
-            now = time.monotonic()
-            if now - last[0] >= 1.0 or done == total:
-                last[0] = now
-                self._report(
-                    "downloading", model=t.model, version=t.version, progress=done / total if total else 1.0, event=done == total
-                )
+        def progress(fraction: float, final: bool) -> None:
+            self.reporter.report("downloading", model=t.model, version=t.version, progress=fraction, event=final)
 
-        def on_chunk(_done: int) -> None:
-            if first_chunk[0]:
-                first_chunk[0] = False
-                _fault("downloading")
-
-        download_resumable(
-            self._target_url(offer),
-            part,
-            length=offer.info.length,
-            sha256=offer.info.hashes["sha256"],
-            progress=progress,
-            timeout_s=self.cfg.download_timeout_s,
-            retries=self.cfg.download_retries,
-            stop=self._stop,
-            on_chunk=on_chunk,
-        )
-
-    @staticmethod
-    def _verify(offer: Offer, part: Path) -> None:
-        from tuf.api.exceptions import LengthOrHashMismatchError
-
-        from agent.ota.errors import DownloadError
-
-        try:
-            with part.open("rb") as f:
-                offer.info.verify_length_and_hashes(f)
-        except LengthOrHashMismatchError as exc:
-            part.unlink(missing_ok=True)
-            raise DownloadError(f"{offer.path}: {exc}; the download was deleted", "hash_mismatch") from None
+        url = target_url(self.cfg.url, offer, self._consistent)
+        download(offer, part, url, self.cfg, self._stop, progress=progress, first_chunk=lambda: _fault("downloading"))
 
     def _selftest_frames(self) -> list[Any]:
         from agent.ota.selftest import bundled_selftest_dir, load_frames
@@ -477,7 +400,7 @@ class ModelUpdater:
         try:
             first = self.watch.wait_for(new_key, t_swap, cfg.trial_timeout_s, self._stop)
             if first is None and (self._stop.is_set() or pipeline.stopping):
-                raise _Stopped("the agent is stopping during the swap")
+                raise Stopped("the agent is stopping during the swap")
             if first is None:
                 raise TrialError(
                     f"{candidate.ref.name} {candidate.ref.version} produced no result within {cfg.trial_timeout_s:g} s",
@@ -485,15 +408,15 @@ class ModelUpdater:
                 )
             gap_ms, interval_ms = self.watch.swap_gap(old_key, new_key, t_swap)
             self.journal.advance("trial")
-            self._report("trial", detail=f"swap gap {gap_ms or 0:.1f} ms", **fields)
+            self.reporter.report("trial", detail=f"swap gap {gap_ms or 0:.1f} ms", **fields)
             _fault("trial")
-            trial = self._trial(old_key, new_key, first.t)
-        except (TrialError, _Stopped) as exc:
+            trial = run_trial(pipeline, self.watch, cfg, self._stop, old_key=old_key, new_key=new_key, since=first.t)
+        except (TrialError, Stopped) as exc:
             reason = exc.reason if isinstance(exc, TrialError) else "stopped_during_trial"
-            self._revert(old, candidate, new_key)
+            revert(pipeline, self.watch, old, candidate)
             self.journal.finish_rolled_back(reason)
             detail = str(exc) or reason
-            self._report("rolled_back", reason=reason, detail=detail, **fields)
+            self.reporter.report("rolled_back", reason=reason, detail=detail, **fields)
             return {"state": "rolled_back", "reason": reason, "detail": detail}
         self.store.commit(installed)
         self.journal.finish_committed(rollback_serial=offer.rollback.serial if offer.rollback else None)
@@ -512,96 +435,8 @@ class ModelUpdater:
             "trial": trial,
             "rollback_serial": offer.rollback.serial if offer.rollback else None,
         }
-        self._report("committed", detail=f"{fields['from_version']} -> {fields['version']}", extra=data, **fields)
+        self.reporter.report("committed", detail=f"{fields['from_version']} -> {fields['version']}", extra=data, **fields)
         return {"state": "committed", **data}
-
-    def _trial(self, old_key: str, new_key: str, since: float) -> dict[str, Any]:
-        assert self.pipeline is not None
-        pipeline, cfg = self.pipeline, self.cfg
-        reference = self.watch.invoke_p50(old_key)
-        t0 = time.monotonic()
-        while True:
-            if self._stop.is_set() or pipeline.stopping:
-                raise _Stopped("the agent is stopping during the trial")
-            if pipeline.model_failure is not None:
-                exc = pipeline.model_failure
-                raise TrialError(f"the new model failed on a frame: {type(exc).__name__}: {exc}", "model_error")
-            if pipeline.detector is not None and model_key(pipeline.detector) != new_key and pipeline.model_failure is None:
-                raise TrialError("the pipeline stopped running the new model", "model_error")
-            frames = self.watch.count(new_key, since)
-            elapsed = time.monotonic() - t0
-            if frames >= cfg.trial_frames and elapsed >= cfg.trial_s:
-                break
-            if elapsed > cfg.trial_timeout_s:
-                raise TrialError(f"only {frames} of {cfg.trial_frames} trial frames in {elapsed:.0f} s", "trial_timeout")
-            time.sleep(0.05)
-        p50 = self.watch.invoke_p50(new_key, since)
-        if reference is not None and p50 is not None and p50 > reference * cfg.latency_factor + cfg.latency_slack_ms:
-            raise TrialError(
-                f"inference p50 {p50:.2f} ms on trial vs {reference:.2f} ms before "
-                f"(allowed {reference * cfg.latency_factor + cfg.latency_slack_ms:.2f} ms)",
-                "too_slow",
-            )
-        return {
-            "frames": frames,
-            "seconds": round(time.monotonic() - t0, 2),
-            "invoke_p50_ms": p50,
-            "reference_invoke_p50_ms": reference,
-        }
-
-    def _revert(self, old: Detector, candidate: Detector, new_key: str) -> None:
-        """Back to the old model (the pipeline may already have fallen back on its own)."""
-        assert self.pipeline is not None
-        pipeline = self.pipeline
-        pipeline.arm_fallback(None)
-        t = time.monotonic()
-        if pipeline.detector is not old or pipeline.swap_pending:
-            pipeline.swap_detector(old)
-            if not pipeline.stopping:
-                self.watch.wait_for(model_key(old), t, 10.0)
-        if pipeline.detector is old:
-            candidate.close()
-        else:  # the pipeline is not running frames: leave the candidate for the process to reclaim
-            log.warning("could not confirm the old model is serving again")
-
-    # ---- reporting -------------------------------------------------------------------------------------
-    def _queue(self, phase: str, **data: Any) -> None:
-        """Report later (start-up findings, before the sinks are running)."""
-        self._pending_reports.append((phase, {k: v for k, v in data.items() if v is not None}))
-        self.state = self._state(phase, data)
-
-    def _state(self, phase: str, data: dict[str, Any]) -> UpdateState:
-        fields = ("model", "version", "progress", "reason", "detail")
-        return UpdateState(state=phase, since=self.clock(), **{k: data.get(k) for k in fields})
-
-    def _report(self, phase: str, *, event: bool = True, extra: dict[str, Any] | None = None, **data: Any) -> None:
-        self.state = self._state(phase, data)
-        self._publish_state(self.state)
-        if event:
-            payload = {k: v for k, v in data.items() if v is not None}
-            if extra:
-                payload.update({k: v for k, v in extra.items() if v is not None})
-            self._emit(phase, payload)
-        level = logging.WARNING if phase in ("failed", "rolled_back") else logging.INFO
-        if phase != "downloading" or data.get("progress") in (0.0, 1.0):
-            log.log(
-                level, "update %s%s", phase, "".join(f" {k}={v}" for k, v in data.items() if v is not None and k != "progress")
-            )
-
-    def _publish_state(self, state: UpdateState) -> None:
-        for sink in self._sinks:
-            try:
-                sink.set_update_state(state)
-            except Exception as exc:  # noqa: BLE001 - reporting must not break the update
-                log.error("could not report the update state to %s: %s", getattr(sink, "type_key", sink), exc)
-
-    def _emit(self, phase: str, data: dict[str, Any]) -> None:
-        if self.pipeline is not None:
-            self.pipeline.emit_event("update", {"phase": phase, **data})
-
-
-class _Stopped(Exception):
-    pass
 
 
 def _jsonable(obj: Any) -> Any:
