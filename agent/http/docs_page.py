@@ -22,7 +22,9 @@ section{margin:1.4rem 0}
 
 
 def _type_of(schema: dict[str, Any]) -> str:
-    """A short, readable type for a JSON Schema fragment."""
+    """A short, readable type for a JSON Schema fragment ("" when it says nothing)."""
+    if not schema:
+        return ""
     if "$ref" in schema:
         name = schema["$ref"].rsplit("/", 1)[-1]
         return f'<a href="#schema-{escape(name)}">{escape(name)}</a>'
