@@ -24,8 +24,9 @@ from rich.table import Table
 from agent.errors import AgentError
 from agent.manifest import sidecar_candidates
 from agent.ota.errors import PolicyError
-from agent.ota.repository import DEFAULT_EXPIRES_DAYS, ONLINE_ROLES, Registry, RegistryInputError
+from agent.ota.repository import Registry
 from agent.ota.targets import CHANNELS, ModelTarget
+from agent.ota.tuf_repository import DEFAULT_EXPIRES_DAYS, ONLINE_ROLES, RegistryInputError
 from agent.sinks.mqtt.cli_args import BrokerOptionError, add_broker_options, broker_config
 from agent.sinks.mqtt.config import MqttSinkConfig
 

@@ -21,18 +21,18 @@ from tuf.api.serialization.json import JSONSerializer
 
 from agent.ota.errors import RegistryError
 from agent.ota.fsutil import atomic_write_bytes, fsync_dir
-from agent.ota.repository import (
+from agent.ota.tuf_repository import (
     ONLINE_ROLES,
     ROTATION_MARKER,
-    Registry,
     RegistryInputError,
+    TufRepository,
     expiry,
     write_private_key,
 )
 
 
 def rotate(
-    registry: Registry, roles: Iterable[str] = (), *, root_keys: int | None = None, root_threshold: int | None = None
+    registry: TufRepository, roles: Iterable[str] = (), *, root_keys: int | None = None, root_threshold: int | None = None
 ) -> int:
     """Sign a new root: fresh keys for the online ``roles``, new root keys when ``root_keys`` is given, and a
     fresh root expiry in every case (with nothing to rotate this just renews root). Returns the root version.
@@ -104,7 +104,7 @@ def rotate(
         fsync_dir(registry.dir)
     return root.version
 
-def recover(registry: Registry) -> None:
+def recover(registry: TufRepository) -> None:
     """Finish a rotation that a crash cut short (its marker file is still there), so the registry signs
     with the keys its newest root lists.
 
@@ -140,7 +140,7 @@ def recover(registry: Registry) -> None:
     _sync_root_settings(registry, root)
     marker.unlink()
 
-def _sync_root_settings(registry: Registry, root: Root) -> None:
+def _sync_root_settings(registry: TufRepository, root: Root) -> None:
     """Keep ``registry.json``'s root key count and threshold in step with the newest root."""
     keys, threshold = len(root.roles["root"].keyids), root.roles["root"].threshold
     if (registry.settings.get("root_keys"), registry.settings.get("root_threshold")) != (keys, threshold):

@@ -15,8 +15,9 @@ from tuf.api.metadata import Metadata
 from agent.ota.errors import PolicyError
 from agent.ota.httpserver import start_server
 from agent.ota.registry_cli import main
-from agent.ota.repository import Registry, RegistryInputError
+from agent.ota.repository import Registry
 from agent.ota.targets import ModelTarget, RollbackInstruction, read_custom
+from agent.ota.tuf_repository import RegistryInputError
 from tests.ota._registry_helpers import MODEL_NAME, device, make_model
 
 DAY = 86400

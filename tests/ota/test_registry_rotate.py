@@ -15,7 +15,8 @@ from tuf.api.metadata import Root
 
 from agent.ota.httpserver import start_server
 from agent.ota.registry_cli import main
-from agent.ota.repository import ROTATION_MARKER, Registry, RegistryInputError
+from agent.ota.repository import Registry
+from agent.ota.tuf_repository import ROTATION_MARKER, RegistryInputError
 from tests.ota._registry_helpers import MODEL_NAME, device, make_model
 
 
