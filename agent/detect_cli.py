@@ -11,7 +11,7 @@ import cv2
 from agent.annotate import draw_detections
 from agent.detector import Detector
 from agent.errors import SourceError
-from agent.schema import DetectionResult, StageTimings
+from agent.schema import still_image_result
 from agent.sources.base import PixelFormat
 
 
@@ -35,23 +35,15 @@ def detect_images(detector: Detector, images: list[Path], annotate_dir: Path | N
         t2 = time.perf_counter_ns()
         detections = detector.decode(geo)
         t3 = time.perf_counter_ns()
-        result = DetectionResult(
+        result = still_image_result(
             frame_id=index,
             source_id=path.name,
-            capture_monotonic_ns=start_ns,
-            capture_time=wall,
-            frame_width=width,
-            frame_height=height,
+            image_size=(width, height),
             model=detector.ref,
             task=detector.task.value,
             detections=detections,
-            timings=StageTimings(
-                wait_ms=0.0,
-                preprocess_ms=(t1 - t0) / 1e6,
-                invoke_ms=(t2 - t1) / 1e6,
-                decode_ms=(t3 - t2) / 1e6,
-                capture_to_result_ms=(time.monotonic_ns() - start_ns) / 1e6,
-            ),
+            captured=(start_ns, wall),
+            stage_ns=(t0, t1, t2, t3),
         )
         print(result.model_dump_json(), flush=True)
         if annotate_dir is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from pydantic import BaseModel, ConfigDict, Field
 
 RESULT_SCHEMA_VERSION = 1
@@ -58,3 +60,41 @@ class DetectionResult(_Model):
     task: str = "detect"
     detections: list[Detection]
     timings: StageTimings
+
+
+def still_image_result(
+    *,
+    frame_id: int,
+    source_id: str,
+    image_size: tuple[int, int],
+    model: ModelRef,
+    task: str,
+    detections: list[Detection],
+    captured: tuple[int, float],
+    stage_ns: tuple[int, int, int, int],
+) -> DetectionResult:
+    """The result for an image no source captured (a file, an upload): nothing was waited for.
+
+    ``image_size`` is (width, height); ``captured`` is (monotonic ns, wall time) when the image
+    arrived; ``stage_ns`` are ``perf_counter_ns()`` stamps before preprocess, after preprocess,
+    after invoke and after decode.
+    """
+    t0, t1, t2, t3 = stage_ns
+    return DetectionResult(
+        frame_id=frame_id,
+        source_id=source_id,
+        capture_monotonic_ns=captured[0],
+        capture_time=captured[1],
+        frame_width=image_size[0],
+        frame_height=image_size[1],
+        model=model,
+        task=task,
+        detections=detections,
+        timings=StageTimings(
+            wait_ms=0.0,
+            preprocess_ms=(t1 - t0) / 1e6,
+            invoke_ms=(t2 - t1) / 1e6,
+            decode_ms=(t3 - t2) / 1e6,
+            capture_to_result_ms=(time.monotonic_ns() - captured[0]) / 1e6,
+        ),
+    )

@@ -19,7 +19,7 @@ import numpy as np
 
 from agent.decoders import build_decoder
 from agent.preprocess import Preprocessor
-from agent.schema import DetectionResult, StageTimings
+from agent.schema import DetectionResult, still_image_result
 from agent.sources.base import PixelFormat
 
 if TYPE_CHECKING:
@@ -75,23 +75,15 @@ class DetectLane:
             detections = detector.to_detections(lane.decoder.decode(lane.ctx.output_arrays()), geo)
             t3 = clock()
             self._next_id += 1
-            return DetectionResult(
+            return still_image_result(
                 frame_id=self._next_id,
                 source_id=UPLOAD_SOURCE_ID,
-                capture_monotonic_ns=captured_ns,
-                capture_time=captured_wall,
-                frame_width=width,
-                frame_height=height,
+                image_size=(width, height),
                 model=detector.ref,
                 task=detector.task.value,
                 detections=detections,
-                timings=StageTimings(
-                    wait_ms=0.0,
-                    preprocess_ms=(t1 - t0) / 1e6,
-                    invoke_ms=(t2 - t1) / 1e6,
-                    decode_ms=(t3 - t2) / 1e6,
-                    capture_to_result_ms=(time.monotonic_ns() - captured_ns) / 1e6,
-                ),
+                captured=(captured_ns, captured_wall),
+                stage_ns=(t0, t1, t2, t3),
             )
 
     def _current(self) -> _Lane:
