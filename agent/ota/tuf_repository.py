@@ -1,6 +1,6 @@
 """A TUF repository on disk, signed with keys kept beside it: the machinery under the model registry.
 
-``TufRepository`` owns a directory made by ``TufRepository.init`` (layout in the README and /tmp/ota-spec.md):
+``TufRepository`` owns a directory made by ``TufRepository.init`` (layout in the README):
 ``repository/`` is the static tree devices fetch (metadata/ and targets/, nothing secret),
 ``keys/`` holds the online keys (targets, snapshot, timestamp) and ``root-keys/`` the root keys,
 which only ``init`` needs and which belong offline afterwards. It knows nothing about models; that is
