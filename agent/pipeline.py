@@ -20,17 +20,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 
 from agent.backends.base import Backend
 from agent.detector import Detector
 from agent.errors import SourceEnded
 from agent.handoff import InvokeHandoff
-from agent.preprocess import Letterbox
+from agent.preprocess import Letterbox, to_bgr
 from agent.schema import DetectionResult, StageTimings
 from agent.sinks.base import Sink
-from agent.sources.base import FrameFeed, FrameSource, PixelFormat, make_feed
+from agent.sources.base import FrameFeed, FrameSource, make_feed
 from agent.stats import LatencyHistogram, RateMeter
 
 log = logging.getLogger(__name__)
@@ -70,14 +69,6 @@ class PipelineStats:
 GIL_SWITCH_INTERVAL_S = 0.0005
 FrameHook = Callable[[DetectionResult], None]
 SnapshotCallback = Callable[[np.ndarray, DetectionResult], None]
-
-
-_TO_BGR = {PixelFormat.RGB: cv2.COLOR_RGB2BGR, PixelFormat.GRAY: cv2.COLOR_GRAY2BGR, PixelFormat.YUV420: cv2.COLOR_YUV2BGR_I420}
-
-
-def to_bgr(image: np.ndarray, fmt: PixelFormat) -> np.ndarray:
-    """A BGR copy of a frame (for snapshots; never on the per-frame path)."""
-    return image.copy() if fmt is PixelFormat.BGR else cv2.cvtColor(image, _TO_BGR[fmt])
 
 
 @dataclass(slots=True)

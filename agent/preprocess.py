@@ -68,6 +68,11 @@ _TO_BGR = {PixelFormat.RGB: cv2.COLOR_RGB2BGR, PixelFormat.GRAY: cv2.COLOR_GRAY2
 _TO_GRAY = {PixelFormat.BGR: cv2.COLOR_BGR2GRAY, PixelFormat.RGB: cv2.COLOR_RGB2GRAY}
 
 
+def to_bgr(image: np.ndarray, fmt: PixelFormat) -> np.ndarray:
+    """A BGR copy of a frame (for snapshots; never on the per-frame path)."""
+    return image.copy() if fmt is PixelFormat.BGR else cv2.cvtColor(image, _TO_BGR[fmt])
+
+
 def _color_code(src: PixelFormat, dst: ColorOrder) -> int | None:
     if dst is ColorOrder.RGB:
         return None if src is PixelFormat.RGB else _TO_RGB[src]
