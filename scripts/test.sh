@@ -38,4 +38,30 @@ if [ -z "${EDGE_AGENT_SKIP_CONVERTERS:-}" ]; then
   export EDGE_AGENT_CONVERT_PYTHON="$env_dir/bin/python"
 fi
 
+# Reference toolchains (Ultralytics, MediaPipe, ...): test-only, one cached venv each, described by
+# scripts/envs/<name>.txt or <name>.sh and rebuilt only when those files change. The conformance suite
+# compares the agent with them; EDGE_AGENT_SKIP_REFERENCE=1 skips preparing them (those tests then skip,
+# except under CI=true where a missing venv fails).
+ensure_env() {
+  local name=$1 dir="$CONVERT_CACHE/venv-$1" key
+  key=$(cat scripts/envs/"$name".* | sha256sum | cut -c1-16)
+  if [ "$(cat "$dir/.edge-agent-key" 2>/dev/null)" = "$key" ]; then return 0; fi
+  echo "test.sh: building reference venv $name in $dir (once; rebuilt when scripts/envs/$name.* change)" >&2
+  rm -rf "$dir" && mkdir -p "$CONVERT_CACHE" && "$PYTHON" -m venv "$dir"
+  "$dir/bin/python" -m pip install --quiet --upgrade pip
+  if [ -f "scripts/envs/$name.sh" ]; then
+    bash "scripts/envs/$name.sh" "$dir/bin/python"
+  else
+    "$dir/bin/python" -m pip install --quiet -r "scripts/envs/$name.txt"
+  fi
+  echo "$key" > "$dir/.edge-agent-key"
+}
+if [ -z "${EDGE_AGENT_SKIP_REFERENCE:-}" ]; then
+  for spec in scripts/envs/*.txt scripts/envs/*.sh; do
+    [ -e "$spec" ] || continue
+    name=$(basename "$spec"); name=${name%.*}
+    ensure_env "$name"
+  done
+fi
+
 exec "$VENV/bin/python" -m pytest "$@"
