@@ -4,6 +4,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+cat >&2 <<'SAY'
+scripts/test.sh sets up, then runs the whole suite (pytest; arguments are passed on):
+  - apt (as root, when missing): mosquitto (the MQTT tests start their own brokers)
+  - .venv (or $EDGE_AGENT_VENV): the agent, editable, with the dev extra - the light device install
+  - ~/.cache/edge-agent/venv-convert: the converter toolchains (torch CPU, TensorFlow, onnx2tf);
+    EDGE_AGENT_SKIP_CONVERTERS=1 skips it
+  - ~/.cache/edge-agent/venv-<name>: reference toolchains from scripts/envs/ (Ultralytics, ...), test-only;
+    EDGE_AGENT_SKIP_REFERENCE=1 skips them
+  - /var/cache/edge-agent-tests: debootstrapped bookworm rootfs for device_tests/ (root only);
+    pass -m "not slow" or --ignore=device_tests to leave the device tests out
+Each is built once and rebuilt only when what it is built from changes.
+SAY
+
 # System packages the tests start for real (a Mosquitto broker of their own, ...).
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto mosquitto-clients)
