@@ -44,10 +44,11 @@ fi
 CONVERT_CACHE=${EDGE_AGENT_CONVERT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/edge-agent}
 if [ -z "${EDGE_AGENT_SKIP_CONVERTERS:-}" ]; then
   env_dir="$CONVERT_CACHE/venv-convert"
-  [ -x "$env_dir/bin/python" ] || { mkdir -p "$CONVERT_CACHE" && "$PYTHON" -m venv "$env_dir"; }
-  "$env_dir/bin/python" -m pip install --quiet --upgrade pip
-  # torch pinned first: an unpinned resolve would fetch the newest CUDA build
-  "$env_dir/bin/python" -m pip install --quiet torch==2.13.0 -e ".[convert]"
+  # A wheel install, as users get it (`pip install 'edge-agent[convert]'`), not the checkout: the heavy
+  # toolchains install once from the wheel's own metadata, keyed by pyproject's dependency lists; a code
+  # change only reinstalls the wheel (--no-deps). torch pinned: an unpinned resolve fetches a CUDA build.
+  mkdir -p "$CONVERT_CACHE"
+  "$PYTHON" tests/install/wheel.py "$env_dir" --extra convert --pin torch==2.13.0
   export EDGE_AGENT_CONVERT_PYTHON="$env_dir/bin/python"
 fi
 
