@@ -61,8 +61,8 @@ def _builder(python: str) -> list[str]:
     probe = "import importlib.metadata as m; print(m.version('setuptools'), m.version('wheel'))"
     proc = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=False)
     major = proc.stdout.split(".")[0] if proc.returncode == 0 else "0"
-    isolation = [] if major.isdigit() and int(major) >= MIN_SETUPTOOLS else ["--use-pep517"]
-    return [python, "-m", "pip", "wheel", "--quiet", "--no-deps", *(["--no-build-isolation"] if not isolation else isolation)]
+    local = major.isdigit() and int(major) >= MIN_SETUPTOOLS
+    return [python, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation" if local else "--use-pep517"]
 
 
 def build_wheel(dest: Path, python: str = sys.executable, repo: Path = REPO) -> Path:
