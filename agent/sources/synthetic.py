@@ -35,7 +35,10 @@ class SyntheticConfig(SourceConfigBase):
         15.0, ge=0.0, le=10000.0, description="Frames per second on the source's own clock; 0 = as fast as possible."
     )
     objects: int = Field(4, ge=0, le=32, description="How many moving shapes each frame shows (fewer if they don't fit).")
-    seed: int = Field(0, description="Random seed: the same seed gives the same background and motion.")
+    # numpy's generators take non-negative seeds only: refused here, at `check`, instead of crashing `run`
+    seed: int = Field(
+        0, ge=0, le=2**63 - 1, description="Random seed (0 or more): the same seed gives the same background and motion."
+    )
     speed: float = Field(3.0, ge=0.0, le=100.0, description="How far shapes move per frame, in pixels.")
     frames: int | None = Field(None, ge=1, description="Stop after this many frames; unset = run forever.")
     replay: int = Field(
