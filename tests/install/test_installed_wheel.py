@@ -1,0 +1,127 @@
+"""The built wheel, installed into venvs outside the checkout, run from a temp folder as a user would.
+
+Every console script in pyproject's [project.scripts] is covered automatically: a script added later is
+run here without editing this file. The device install (no extras) must run the agent's scripts and must
+not pull in torch or TensorFlow; the converter install (`[convert]`) runs one real conversion per converter.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from installed import CONVERTER_SCRIPTS, SCRIPTS, run_installed, user_env
+
+from agent import load_detector
+
+pytestmark = pytest.mark.slow
+
+
+def _python(venv: Path, code: str, cwd: Path) -> str:
+    proc = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", code], cwd=cwd, env=user_env(), capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip()
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_every_console_script_runs_from_the_device_install(script: str, device_venv: Path, tmp_path: Path) -> None:
+    """`--help` (and `--version` where offered) from a temp cwd; the converters' help needs no toolchain."""
+    proc = run_installed(device_venv, script, "--help", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, f"{script} --help: exit {proc.returncode}\n{proc.stderr[-3000:]}"
+    assert "usage:" in proc.stdout.lower(), proc.stdout[:500]
+    if "--version" in proc.stdout and script not in CONVERTER_SCRIPTS:  # the converters' --version is the model's
+        version = run_installed(device_venv, script, "--version", cwd=tmp_path, timeout=120)
+        assert version.returncode == 0 and importlib.metadata.version("edge-agent") in version.stdout, version
+
+
+def test_the_device_install_imports_from_site_packages_without_toolchains(device_venv: Path, tmp_path: Path) -> None:
+    code = (
+        "import importlib.util as u, json, agent, converters, agent.demo_models as d; "
+        "print(json.dumps([[agent.__file__, converters.__file__, d.__path__[0]], "
+        "[m for m in ('torch', 'tensorflow', 'onnx2tf', 'litert_torch') if u.find_spec(m)]]))"
+    )
+    files, toolchains = json.loads(_python(device_venv, code, tmp_path))
+    for path in files:
+        assert path.startswith(str(device_venv)), f"imported from outside the installed wheel: {path}"
+    assert not toolchains, f"the device install must not pull in {toolchains}"
+    check = subprocess.run(
+        [str(device_venv / "bin" / "python"), "-m", "pip", "check"], capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 0, check.stdout
+
+
+@pytest.mark.parametrize("script", sorted(CONVERTER_SCRIPTS))
+def test_converters_without_the_extra_name_it(script: str, device_venv: Path, tmp_path: Path) -> None:
+    """A real run in the device install: one clear error naming the extra and the pip command, exit 2, no output."""
+    demo = Path(_python(device_venv, "import agent.demo_models as d; print(d.__path__[0])", tmp_path))
+    args = [str(demo / "onnx-fp32" / "model.onnx"), "-o", str(tmp_path / "out")]
+    if script == "quantize-onnx":
+        args += ["--calibration", str(demo / "selftest")]
+    proc = run_installed(device_venv, script, *args, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2, f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    assert re.search(r"pip install 'edge-agent\[convert[a-z-]*\]'", proc.stderr), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_the_wheel_declares_the_convert_extra(convert_venv: Path, tmp_path: Path) -> None:
+    """The wheel's metadata: `convert` pulls every converter toolchain, and pip finds the install consistent."""
+    code = "import importlib.metadata as m, json; print(json.dumps(m.requires('edge-agent')))"
+    requires = json.loads(_python(convert_venv, code, tmp_path))
+    extras = {m.group(1) for r in requires if (m := re.search(r'extra == "([^"]+)"', r))}
+    assert {"convert", "convert-torch", "convert-tf", "convert-onnx"} <= extras, extras
+    assert any(r.startswith("edge-agent[convert-torch,convert-onnx]") and 'extra == "convert"' in r for r in requires)
+    direct = _python(
+        convert_venv, "import importlib.metadata as m; print(m.distribution('edge-agent').read_text('direct_url.json'))", tmp_path
+    )
+    assert '"editable": true' not in direct, f"venv-convert holds an editable install, not the wheel: {direct}"
+    check = subprocess.run(
+        [str(convert_venv / "bin" / "python"), "-m", "pip", "check"], capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 0, check.stdout
+
+
+def test_installed_quantize_onnx_converts(convert_venv: Path, tmp_path: Path) -> None:
+    demo = Path(_python(convert_venv, "import agent.demo_models as d; print(d.__path__[0])", tmp_path))
+    out = tmp_path / "q"
+    proc = run_installed(
+        convert_venv,
+        "quantize-onnx",
+        str(demo / "onnx-fp32" / "model.onnx"),
+        "--calibration",
+        str(demo / "selftest"),
+        "-o",
+        str(out),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    det = load_detector(out / "model.onnx")
+    assert det.manifest.quantization["format"] == "QDQ"
+    assert det.manifest.labels == ("circle", "square", "triangle", "cross")
+    det.close()
+
+
+def test_installed_convert_to_tflite_converts(convert_venv: Path, tmp_path: Path) -> None:
+    demo = Path(_python(convert_venv, "import agent.demo_models as d; print(d.__path__[0])", tmp_path))
+    out = tmp_path / "t"
+    proc = run_installed(
+        convert_venv,
+        "convert-to-tflite",
+        str(demo / "onnx-fp32" / "model.onnx"),
+        "-o",
+        str(out),
+        "--labels",
+        str(demo / "selftest" / "labels.json"),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    det = load_detector(out / "model.tflite")
+    assert det.manifest.provenance["converter_path"] == "onnx2tf"
+    assert det.manifest.labels == ("circle", "square", "triangle", "cross")
+    det.close()
