@@ -46,18 +46,11 @@ def _config_path(arg: str | None) -> Path | None:
 
 
 def _load(arg: str | None, demo_console: bool = False) -> Any:
-    from agent.config import AgentConfig, load_config
+    from agent.config import build_config, load_config
 
     path = _config_path(arg)
     if path is None and demo_console:
-        from pydantic import ValidationError
-
-        from agent.config import _format_errors
-
-        try:
-            return AgentConfig(sinks=[{"type": "console" if sys.stdout.isatty() else "jsonl"}])
-        except ValidationError as exc:
-            raise _format_errors(exc, "environment") from None
+        return build_config({"sinks": [{"type": "console" if sys.stdout.isatty() else "jsonl"}]}, "defaults")
     return load_config(path)
 
 

@@ -14,9 +14,10 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from agent.backends.base import default_threads
+from agent.config_errors import env_overrides, format_settings_error, format_validation_error, show_value
 from agent.errors import ConfigError
 from agent.sinks import sink_config_union
 from agent.sources import source_config_union
@@ -190,19 +191,43 @@ class AgentConfig(BaseSettings):
 
 
 def _format_errors(exc: ValidationError, origin: str) -> ConfigError:
-    problems = []
-    for err in exc.errors(include_url=False):
-        path = ".".join(str(p) for p in err["loc"]) or "(root)"
-        bad = err.get("input")
-        shown = "" if err["type"] == "missing" else f" (got {bad!r:.100})"
-        problems.append((path, f"{err['msg']}{shown}"))
-    lines = "\n".join(f"  {p}: {m}" for p, m in problems)
-    return ConfigError(f"{origin}: {len(problems)} error(s):\n{lines}", problems)
+    # YAML paths as written (source.fps, sinks[0].port) and the EDGE_AGENT_ variable behind an overridden value
+    overrides = env_overrides(os.environ, ENV_PREFIX, list(AgentConfig.model_fields))
+    return format_validation_error(exc, origin, AgentConfig, overrides)
+
+
+def _settings_error(exc: SettingsError) -> ConfigError:
+    return format_settings_error(exc, ENV_PREFIX, os.environ)
+
+
+# a config is a few hundred values: far more is a hostile or broken file (e.g. YAML aliases expanding exponentially)
+MAX_CONFIG_NODES = 100_000
+
+
+def _count_nodes(data: Any, budget: int) -> int:
+    """Values in ``data`` counting every alias use, stopping once past ``budget`` (iterative: no recursion limit)."""
+    stack, seen = [data], 0
+    while stack and seen <= budget:
+        node = stack.pop()
+        seen += 1
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return seen
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: byte {exc.start} is not UTF-8 ({exc.object[exc.start : exc.start + 1]!r}); save the file as UTF-8",
+            [("(file)", "not UTF-8")],
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory; give the config file inside it", [("(file)", "a directory")]) from None
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist", [("(file)", "not found")]) from None
     except OSError as exc:
@@ -214,11 +239,27 @@ def read_yaml(path: Path) -> dict[str, Any]:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{path}: YAML syntax error{where}: {problem}", [(f"(yaml{where})", str(problem))]) from None
+    except RecursionError:
+        raise ConfigError(
+            f"{path}: YAML nested too deeply to be a config file (thousands of levels); check the brackets",
+            [("(yaml)", "nested too deeply")],
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: the top level must be a mapping of settings, not {type(data).__name__}", [("(root)", "not a mapping")]
+        )
+    bad_keys = [k for k in data if not isinstance(k, str)]
+    if bad_keys:
+        raise ConfigError(
+            f"{path}: top-level key {show_value(bad_keys[0])} is not a setting name; keys are names like model, source, sinks",
+            [(show_value(bad_keys[0]), "not a setting name")],
+        )
+    if _count_nodes(data, MAX_CONFIG_NODES) > MAX_CONFIG_NODES:
+        raise ConfigError(
+            f"{path}: more than {MAX_CONFIG_NODES} values (counting YAML aliases); a config is a few hundred",
+            [("(file)", "too many values")],
         )
     return data
 
@@ -226,11 +267,17 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def load_config(path: Path | None = None) -> AgentConfig:
     """Load and validate; raise :class:`ConfigError` listing every problem with its field path."""
     data = read_yaml(path) if path is not None else {}
-    origin = str(path) if path is not None else "configuration"
+    return build_config(data, str(path) if path is not None else "configuration")
+
+
+def build_config(data: dict[str, Any], origin: str) -> AgentConfig:
+    """Validate ``data`` under the environment's overrides; :class:`ConfigError` names ``origin`` or the variable."""
     try:
         return AgentConfig(**data)
     except ValidationError as exc:
         raise _format_errors(exc, origin) from None
+    except SettingsError as exc:
+        raise _settings_error(exc) from None
 
 
 def config_json_schema() -> dict[str, Any]:
