@@ -168,7 +168,11 @@ class MqttConnection:
             log.info("mqtt connected to %s (%s)", self.broker, "reconnect" if self.connects > 1 else "first connect")
             client.publish(self.topics.availability, AVAILABLE, qos=1, retain=True)
             for topic in self._subscriptions:
-                client.subscribe(topic, qos=1)
+                # MQTT 5 no_local: the agent's own answers on cmd/<name>/result never come back to it
+                if self.v5:
+                    client.subscribe(topic, options=paho.SubscribeOptions(qos=1, noLocal=True))
+                else:
+                    client.subscribe(topic, qos=1)
             if self._on_connected is not None:
                 self._on_connected()
         except Exception as exc:

@@ -211,7 +211,11 @@ class CommandHandler:
                     raise CommandFailed(problem.code, problem.message, problem.field)
             model = COMMAND_ARGS.get(name)
             if model is None:
-                raise CommandFailed("unknown_command", f"unknown command {name!r}; known: {', '.join(COMMAND_ARGS)}")
+                known = ", ".join(COMMAND_ARGS)
+                if not name or "/" in name:
+                    why = f"no command name at cmd/{name}: publish to <prefix>/cmd/<name>; known: {known}"
+                    raise CommandFailed("unknown_command", why)
+                raise CommandFailed("unknown_command", f"unknown command {name!r}; known: {known}")
             try:
                 args = model.model_validate(req.args)
             except ValidationError as exc:

@@ -86,7 +86,7 @@ class OutboxConfig(_Section):
 
 
 class CommandsConfig(_Section):
-    enabled: bool = Field(True, description="Subscribe to `<prefix>/cmd/+` and answer on `<prefix>/cmd/<name>/result`.")
+    enabled: bool = Field(True, description="Subscribe to `<prefix>/cmd/#` and answer on `<prefix>/cmd/<name>/result`.")
     hmac_key_file: Path | None = Field(
         None, description="Shared key file: when set, every command must carry a valid HMAC-SHA256 (see README)."
     )

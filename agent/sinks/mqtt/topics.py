@@ -7,7 +7,7 @@
     <prefix>/availability        retained ``online`` / ``offline`` (the will)
     <prefix>/counts              retained per-label counts of the latest frame (Home Assistant state)
     <prefix>/snapshot            JPEG bytes answered to the ``snapshot`` command
-    <prefix>/cmd/<name>          commands in
+    <prefix>/cmd/<name>          commands in (every message under cmd/, except .../result, is answered)
     <prefix>/cmd/<name>/result   command results out
 
 The default prefix is ``edge/<device_id>``.
@@ -59,8 +59,8 @@ class Topics:
 
     @property
     def commands(self) -> str:
-        """The subscription filter for every command (``+`` matches one level, so results don't loop back)."""
-        return f"{self.prefix}/cmd/+"
+        """The subscription filter for every command: all of ``cmd/#``, so even a malformed name gets its answer."""
+        return f"{self.prefix}/cmd/#"
 
     def command(self, name: str) -> str:
         return f"{self.prefix}/cmd/{name}"
@@ -69,12 +69,15 @@ class Topics:
         return f"{self.prefix}/cmd/{name}/result"
 
     def command_name(self, topic: str) -> str | None:
-        """The command name of a ``<prefix>/cmd/<name>`` topic, else None."""
+        """The command name of a ``<prefix>/cmd/<name>`` topic (maybe empty or nested), else None.
+
+        ``cmd/<anything>/result`` is where answers go, so it is not a command (answering it would loop).
+        """
         head = f"{self.prefix}/cmd/"
         if not topic.startswith(head):
             return None
         name = topic[len(head) :]
-        return name if name and "/" not in name else None
+        return None if name.endswith("/result") else name
 
     @property
     def everything(self) -> str:
