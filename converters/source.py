@@ -69,6 +69,10 @@ def _onnx_source(model: str, name: str, input_size: tuple[int, int] | None) -> S
     dims = [d if isinstance(d, int) and d > 0 else None for d in shape]
     h, w = (dims[2], dims[3]) if nchw else (dims[1], dims[2])
     if input_size is not None:
+        if (w is not None and w != input_size[0]) or (h is not None and h != input_size[1]):
+            raise OptionError(f"--input-size {input_size[0]}x{input_size[1]} contradicts {model}, whose input is fixed at "
+                              f"{w}x{h} (shape {shape}): omit --input-size, or re-export the model at that size or with "
+                              "dynamic axes")
         w, h = input_size
     if w is None or h is None:
         raise OptionError(f"{model} has a dynamic input size {shape}: pass --input-size WxH")
