@@ -24,32 +24,54 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def convert_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="convert-to-tflite", description="Convert a detector to TFLite with a manifest "
-                                "(model.json, also embedded) and an optional accuracy report.")
-    p.add_argument("model", help="model file (.pt TorchScript/pickled, .pt2, .onnx, .keras/.h5), SavedModel dir, "
-                   "or 'package.module:callable'")
+    p = argparse.ArgumentParser(
+        prog="convert-to-tflite",
+        description="Convert a detector to TFLite with a manifest (model.json, also embedded) and an optional accuracy report.",
+    )
+    p.add_argument(
+        "model",
+        help="model file (.pt TorchScript/pickled, .pt2, .onnx, .keras/.h5), SavedModel dir, or 'package.module:callable'",
+    )
     p.add_argument("-o", "--out", type=Path, default=Path("converted"), help="output folder (default ./converted)")
     p.add_argument("--quantize", choices=["fp32", "fp16", "dynamic", "int8"], default="fp32")
     p.add_argument("--calibration", type=Path, help="folder of representative images (needed for int8)")
     p.add_argument("--calibration-limit", type=int, default=300, help="use at most this many calibration images")
-    p.add_argument("--io-type", choices=["float32", "uint8", "int8"], default="float32",
-                   help="int8 only: input type (uint8 takes camera bytes directly)")
+    p.add_argument(
+        "--io-type",
+        choices=["float32", "uint8", "int8"],
+        default="float32",
+        help="int8 only: input type (uint8 takes camera bytes directly)",
+    )
     p.add_argument("--input-size", type=_size, help="N or WxH (needed for PyTorch models without input_size)")
-    p.add_argument("--nhwc", action=argparse.BooleanOptionalAction, default=True,
-                   help="wrap channel-first models so the TFLite input is HWC like camera frames (default on)")
+    p.add_argument(
+        "--nhwc",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="wrap channel-first models so the TFLite input is HWC like camera frames (default on)",
+    )
     p.add_argument("--labels", type=Path, help="labels file: one per line, JSON list, or COCO json")
-    p.add_argument("--decoder", choices=["yolov8", "yolov5", "end2end", "ssd_postprocess", "classifier"],
-                   help="output format (auto-detected from the outputs when omitted)")
-    p.add_argument("--boxes-normalized", action=argparse.BooleanOptionalAction, default=None,
-                   help="with --decoder: boxes in 0..1 of the input (default: measured)")
+    p.add_argument(
+        "--decoder",
+        choices=["yolov8", "yolov5", "end2end", "ssd_postprocess", "classifier"],
+        help="output format (auto-detected from the outputs when omitted)",
+    )
+    p.add_argument(
+        "--boxes-normalized",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --decoder: boxes in 0..1 of the input (default: measured)",
+    )
     p.add_argument("--weights", type=Path, help="state dict for a 'module:callable' factory")
     p.add_argument("--name", help="model name in the manifest (default: the source file stem)")
     p.add_argument("--version", default="1.0.0", help="model version in the manifest")
     p.add_argument("--mean", type=_floats, default=(0.0, 0.0, 0.0), help="per-channel mean in pixel units")
     p.add_argument("--std", type=_floats, default=(255.0, 255.0, 255.0), help="per-channel std in pixel units")
     p.add_argument("--score-threshold", type=float, default=0.5)
-    p.add_argument("--quantize-head", action="store_true",
-                   help="int8: quantize the detection head too (default keeps it float; see README 'head guard')")
+    p.add_argument(
+        "--quantize-head",
+        action="store_true",
+        help="int8: quantize the detection head too (default keeps it float; see README 'head guard')",
+    )
     p.add_argument("--validate", type=Path, help="folder of images (+ COCO json or YOLO txt labels): write a report")
     p.add_argument("--max-map-drop", type=float, help="with --validate: exit 3 when mAP@0.5:0.95 drops more (points)")
     return p
@@ -77,15 +99,30 @@ def convert_main(argv: list[str] | None = None) -> int:
 
     try:
         opts = ConvertOptions(
-            model=args.model, out=args.out, quantize=args.quantize, calibration=args.calibration,
-            calibration_limit=args.calibration_limit, io_type=args.io_type, input_size=args.input_size,
-            nhwc=args.nhwc, labels=read_labels(args.labels) if args.labels else None, decoder=_decoder(args),
-            weights=args.weights, name=args.name, version=args.version, mean=args.mean, std=args.std,
-            thresholds=Thresholds(score=args.score_threshold), quantize_head=args.quantize_head)
+            model=args.model,
+            out=args.out,
+            quantize=args.quantize,
+            calibration=args.calibration,
+            calibration_limit=args.calibration_limit,
+            io_type=args.io_type,
+            input_size=args.input_size,
+            nhwc=args.nhwc,
+            labels=read_labels(args.labels) if args.labels else None,
+            decoder=_decoder(args),
+            weights=args.weights,
+            name=args.name,
+            version=args.version,
+            mean=args.mean,
+            std=args.std,
+            thresholds=Thresholds(score=args.score_threshold),
+            quantize_head=args.quantize_head,
+        )
         result = convert_to_tflite(opts)
         size = result.model_path.stat().st_size
-        print(f"wrote {result.model_path} ({size / 1024:.0f} KiB, {args.quantize}) and "
-              f"{result.model_path.parent / 'model.json'} in {result.seconds:.1f} s")
+        print(
+            f"wrote {result.model_path} ({size / 1024:.0f} KiB, {args.quantize}) and "
+            f"{result.model_path.parent / 'model.json'} in {result.seconds:.1f} s"
+        )
         try:
             if args.validate:
                 from converters.report import validate_conversion
@@ -102,20 +139,38 @@ def convert_main(argv: list[str] | None = None) -> int:
 
 
 def quantize_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="quantize-onnx", description="Static int8 QDQ quantization of an ONNX model "
-                                "with ONNX Runtime (detection head kept in float), with a manifest.")
+    p = argparse.ArgumentParser(
+        prog="quantize-onnx",
+        description="Static int8 quantization of an ONNX model with ONNX "
+        "Runtime (detection head kept in float), with a manifest; labels, input size and "
+        "normalization come from the source's metadata when it has them (Ultralytics exports).",
+    )
     p.add_argument("model", type=Path)
     p.add_argument("--calibration", type=Path, required=True, help="folder of representative images")
     p.add_argument("--calibration-limit", type=int, default=300)
     p.add_argument("-o", "--out", type=Path, default=Path("quantized"))
+    p.add_argument(
+        "--input-size",
+        type=_size,
+        help="N or WxH: the size to fix a dynamic-axis model at (default: the model's imgsz metadata); must match a static model",
+    )
     p.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="minmax")
+    p.add_argument(
+        "--format",
+        choices=["qdq", "qoperator"],
+        default="qdq",
+        help="QDQ (Quantize/DequantizeLinear pairs, default) or QOperator (fused QLinearConv kernels)",
+    )
     p.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default per-channel)")
     p.add_argument("--quantize-head", action="store_true", help="quantize the detection head too (not recommended)")
-    p.add_argument("--labels", type=Path)
+    p.add_argument(
+        "--no-speed-check", dest="speed_check", action="store_false", help="skip timing the float and int8 models on this machine"
+    )
+    p.add_argument("--labels", type=Path, help="labels file (default: the source's model.json or metadata)")
     p.add_argument("--name")
     p.add_argument("--version", default="1.0.0")
-    p.add_argument("--mean", type=_floats, default=(0.0, 0.0, 0.0))
-    p.add_argument("--std", type=_floats, default=(255.0, 255.0, 255.0))
+    p.add_argument("--mean", type=_floats, help="per-channel mean in pixel units (default: metadata, else 0)")
+    p.add_argument("--std", type=_floats, help="per-channel std in pixel units (default: metadata, else 255)")
     p.add_argument("--validate", type=Path)
     p.add_argument("--max-map-drop", type=float)
     return p
@@ -128,12 +183,28 @@ def quantize_main(argv: list[str] | None = None) -> int:
     from converters.onnx_quant import OnnxQuantOptions, quantize_onnx
 
     try:
-        result = quantize_onnx(OnnxQuantOptions(
-            model=args.model, out=args.out, calibration=args.calibration, calibration_limit=args.calibration_limit,
-            method=args.method, per_channel=not args.per_tensor, quantize_head=args.quantize_head,
-            labels=read_labels(args.labels) if args.labels else None, name=args.name, version=args.version,
-            mean=args.mean, std=args.std))
+        result = quantize_onnx(
+            OnnxQuantOptions(
+                model=args.model,
+                out=args.out,
+                calibration=args.calibration,
+                calibration_limit=args.calibration_limit,
+                method=args.method,
+                per_channel=not args.per_tensor,
+                quantize_head=args.quantize_head,
+                labels=read_labels(args.labels) if args.labels else None,
+                name=args.name,
+                version=args.version,
+                mean=args.mean,
+                std=args.std,
+                input_size=args.input_size,
+                format=args.format,
+                speed_check=args.speed_check,
+            )
+        )
         print(f"wrote {result.model_path} ({result.model_path.stat().st_size / 1024:.0f} KiB) in {result.seconds:.1f} s")
+        if result.speed is not None:
+            print(result.speed.summary())
         if args.validate:
             from converters.report import validate_conversion
 

@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import json
+import os
+import shutil
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from agent import ModelManifest
-from agent.manifest import EMBEDDED_ONNX_KEY, EMBEDDED_TFLITE_MEMBER, sha256_file
+from agent.decoders import build_decoder
+from agent.decoders.base import TensorInfo
+from agent.errors import DecoderError, ModelError
+from agent.manifest import EMBEDDED_ONNX_KEY, EMBEDDED_TFLITE_MEMBER, DecoderSpec, Thresholds, sha256_file
+from agent.model_metadata import ModelMetadata, read_model_metadata
+from converters.errors import OptionError
 
 
 def read_labels(path: Path) -> tuple[str, ...]:
     """Labels from a text file (one per line), a JSON list, a JSON {id: name} map, or COCO json categories."""
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".json":
-        data = json.loads(text)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix.lower() == ".json" else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise OptionError(
+            f"--labels {path}: cannot read it ({exc}); pass a text file with one label per line, a JSON list, or a COCO json"
+        ) from None
+    if data is not None:
         if isinstance(data, dict) and "categories" in data:
             cats = sorted(data["categories"], key=lambda c: c["id"])
             return tuple(c["name"] for c in cats)
@@ -27,9 +43,14 @@ def read_labels(path: Path) -> tuple[str, ...]:
 
 def provenance(source: str, kind: str, path_name: str, versions: dict[str, str], extra: dict[str, object]) -> dict[str, object]:
     src = Path(source)
-    info: dict[str, object] = {"tool": "convert-to-tflite", "source": src.name if src.exists() else source,
-                               "source_kind": kind, "converter_path": path_name, "tools": versions,
-                               "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()}
+    info: dict[str, object] = {
+        "tool": "convert-to-tflite",
+        "source": src.name if src.exists() else source,
+        "source_kind": kind,
+        "converter_path": path_name,
+        "tools": versions,
+        "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+    }
     if src.is_file():
         info["source_sha256"] = sha256_file(src)
     return {**info, **extra}
@@ -60,3 +81,112 @@ def finalize(model_path: Path, manifest: ModelManifest) -> ModelManifest:
     final = manifest.model_copy(update={"file": model_path.name, "sha256": sha256_file(model_path)})
     (model_path.parent / "model.json").write_text(final.to_json() + "\n", encoding="utf-8")
     return final
+
+
+def publish(staged: Path, manifest: ModelManifest, out: Path) -> tuple[Path, ModelManifest]:
+    """Finalize ``staged`` (in a work folder), then move it and its ``model.json`` into ``out``.
+
+    Each file lands under a hidden temp name in ``out`` and is renamed into place, so a failure at any
+    earlier step leaves no half-written model (or a manifest describing a model that is not there).
+    """
+    final = finalize(staged, manifest)
+    out.mkdir(parents=True, exist_ok=True)
+    for src in (staged, staged.parent / "model.json"):  # the model first: a model.json never names a missing file
+        partial = out / f".{src.name}.partial"
+        try:
+            shutil.copyfile(src, partial)
+            os.replace(partial, out / src.name)
+        finally:
+            partial.unlink(missing_ok=True)
+    return out / staged.name, final
+
+
+def source_metadata(path: Path) -> ModelMetadata:
+    """What the source model says about itself (labels, input size, normalization, task); empty when nothing.
+
+    agent.model_metadata is the one reader; until it reads ONNX ``metadata_props`` itself, Ultralytics'
+    keys (names, imgsz, task, stride) are read here so converted files keep the source's labels.
+    """
+    if not path.is_file():
+        return ModelMetadata()
+    try:
+        meta = read_model_metadata(path)
+    except ModelError:
+        return ModelMetadata()  # unreadable: loading the source reports it with the converter's wording
+    if meta.labels is None and path.suffix.lower() == ".onnx":
+        return _onnx_metadata_props(path) or meta
+    return meta
+
+
+def _onnx_metadata_props(path: Path) -> ModelMetadata | None:
+    try:
+        import onnx
+
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    except Exception:  # noqa: BLE001 - a corrupt file is reported when the source is loaded
+        return None
+    where = "ONNX metadata_props"
+    labels = _literal_labels(props.get("names"))
+    imgsz = _literal(props.get("imgsz"))
+    size = None
+    if isinstance(imgsz, list | tuple) and len(imgsz) == 2 and all(isinstance(v, int) for v in imgsz):
+        size = (int(imgsz[1]), int(imgsz[0]))  # Ultralytics writes [height, width]
+    elif isinstance(imgsz, int):
+        size = (imgsz, imgsz)
+    stride = _literal(props.get("stride"))
+    ultralytics = "ultralytics" in props.get("author", "").lower() or {"names", "imgsz"} <= props.keys()
+    if labels is None and size is None:
+        return None
+    sources = {
+        k: f"{where} {key!r}"
+        for k, key, v in (("labels", "names", labels), ("input_size", "imgsz", size), ("task", "task", props.get("task")))
+        if v is not None
+    }
+    norm = ((0.0, 0.0, 0.0), (255.0, 255.0, 255.0)) if ultralytics else None  # Ultralytics feeds pixels / 255
+    if norm is not None:
+        sources["normalization"] = "Ultralytics convention (pixels / 255)"
+    return ModelMetadata(
+        labels=labels,
+        normalization=norm,
+        input_size=size,
+        task=props.get("task"),
+        family="ultralytics" if ultralytics else None,
+        stride=stride if isinstance(stride, int) else None,
+        sources=sources,
+    )
+
+
+def _literal(text: str | None) -> object:
+    if text is None:
+        return None
+    try:
+        return ast.literal_eval(text)  # Ultralytics writes Python reprs ({0: 'person'}, [640, 640])
+    except (ValueError, SyntaxError):
+        return None
+
+
+def _literal_labels(text: str | None) -> tuple[str, ...] | None:
+    value = _literal(text)
+    if isinstance(value, dict) and value and all(isinstance(k, int) for k in value):
+        return tuple(str(value[k]) for k in sorted(value))
+    if isinstance(value, list | tuple) and value:
+        return tuple(str(v) for v in value)
+    return None
+
+
+def check_labels(
+    decoder: DecoderSpec,
+    outputs: Sequence[tuple[TensorInfo, np.ndarray]],
+    labels: Sequence[str],
+    labels_from: str,
+    input_size: tuple[int, int],
+    model: str,
+) -> None:
+    """Bind the agent's own decoder to the outputs with ``len(labels)`` classes: a count mismatch is an OptionError."""
+    try:
+        build_decoder(decoder, [t for t, _ in outputs], input_size, len(labels), Thresholds())
+    except DecoderError as exc:
+        raise OptionError(
+            f"{len(labels)} labels ({labels_from}) do not match the class count of {model}: {exc}\n"
+            "Fix: pass --labels FILE listing exactly the model's classes, in class-id order."
+        ) from None

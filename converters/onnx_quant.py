@@ -1,4 +1,4 @@
-"""``quantize-onnx``: static int8 QDQ with ONNX Runtime's quantization tools, detection head kept float."""
+"""``quantize-onnx``: static int8 (QDQ or QOperator) with ONNX Runtime's quantization tools, detection head kept float."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import numpy as np
 from agent import ModelManifest
 from agent.decoders.base import TensorInfo
 from agent.manifest import DecoderSpec, InputSpec, Layout, Normalization, Task, TensorDType, Thresholds, find_manifest
-from converters import head_guard, manifest_io
+from agent.model_metadata import ModelMetadata
+from converters import head_guard, manifest_io, onnx_speed
 from converters.calibration import load_calibration
-from converters.errors import ModelLoadError
+from converters.errors import ModelLoadError, OptionError
 from converters.kinds import InputKind
 from converters.progress import quiet
 from converters.source import SourceModel, load_source
@@ -23,6 +24,8 @@ from converters.toolchain import require, tool_versions
 
 MAX_IR_VERSION = 9  # the agent allows onnxruntime >= 1.17, which loads at most IR 9
 _METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+_FORMATS = {"qdq": "QDQ", "qoperator": "QOperator"}
+PIXELS_0_1 = ((0.0, 0.0, 0.0), (255.0, 255.0, 255.0))
 
 
 @dataclass(slots=True)
@@ -37,9 +40,12 @@ class OnnxQuantOptions:
     labels: tuple[str, ...] | None = None
     name: str | None = None
     version: str = "1.0.0"
-    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
-    std: tuple[float, ...] = (255.0, 255.0, 255.0)
+    mean: tuple[float, ...] | None = None  # None: the source's metadata, else 0
+    std: tuple[float, ...] | None = None  # None: the source's metadata, else 255
     decoder: DecoderSpec | None = None
+    input_size: tuple[int, int] | None = None  # (w, h): needed for dynamic-axis models without imgsz metadata
+    format: str = "qdq"
+    speed_check: bool = True
 
 
 @dataclass(slots=True)
@@ -48,6 +54,7 @@ class OnnxQuantResult:
     manifest: ModelManifest
     source: SourceModel
     seconds: float
+    speed: onnx_speed.SpeedCheck | None = None
 
 
 class _Reader:
@@ -67,60 +74,138 @@ class _Reader:
 
 
 def quantize_onnx(opts: OnnxQuantOptions) -> OnnxQuantResult:
+    """Quantize ``opts.model`` into ``opts.out/model.onnx`` + ``model.json``; nothing is written there on failure."""
     t0 = time.perf_counter()
     onnx = require("onnx", "convert-onnx", why="quantize-onnx")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
-    source = load_source(str(opts.model), InputKind.onnx, None, None)
+    if opts.format not in _FORMATS:
+        raise OptionError(f"--format {opts.format!r}: choose {' or '.join(_FORMATS)}")
+    meta = manifest_io.source_metadata(opts.model)
+    dynamic = _dynamic_input(opts.model)
+    size = opts.input_size or (meta.input_size if dynamic else None)
+    source = load_source(str(opts.model), InputKind.onnx, size, None)
     layout = source.layout
     h, w = source.input_shape[2:4] if layout is Layout.NCHW else source.input_shape[1:3]
-    spec = InputSpec(width=w, height=h, layout=layout, dtype=TensorDType.float32,
-                     normalization=Normalization(mean=opts.mean, std=opts.std))
+    mean, std = _normalization(opts, meta)
+    spec = InputSpec(width=w, height=h, layout=layout, dtype=TensorDType.float32, normalization=Normalization(mean=mean, std=std))
     images = load_calibration(opts.calibration, spec, opts.calibration_limit)
     existing, _ = find_manifest(opts.model)
-    outputs = [(TensorInfo(f"output{i}", o.shape, np.dtype(np.float32)), o)
-               for i, o in enumerate(source.forward(images[:1]))]
-    labels = opts.labels or (existing.labels if existing else None)
+    outputs = [(TensorInfo(f"output{i}", o.shape, np.dtype(np.float32)), o) for i, o in enumerate(source.forward(images[:1]))]
+    labels, labels_from = _labels(opts, existing, meta)
     decoder = opts.decoder or (existing.decoder if existing else None)
     if labels is None or decoder is None:
         from converters.convert import _default_labels, _guess_decoder
 
         labels = labels or _default_labels(outputs)
         decoder = decoder or _guess_decoder(Path(), outputs, len(labels))
+    manifest_io.check_labels(decoder, outputs, labels, labels_from, (w, h), str(opts.model))
     guard = head_guard.inspect(decoder, outputs)
     work = Path(tempfile.mkdtemp(prefix="quantize-onnx-"))
     try:
-        prep = work / "prep.onnx"
+        static, prep, path = work / "float.onnx", work / "prep.onnx", work / "model.onnx"
+        _write_static(onnx, opts.model, source.input_shape, static)
         try:
             with quiet():
-                quant_pre_process(str(opts.model), str(prep), skip_symbolic_shape=True)
+                quant_pre_process(str(static), str(prep), skip_symbolic_shape=True)
             proto = onnx.load(str(prep))
         except Exception as exc:  # noqa: BLE001 - shape inference raises many types
             raise ModelLoadError(f"ONNX pre-processing (shape inference) failed for {opts.model}: {exc}") from None
         excluded = [] if opts.quantize_head else head_nodes(proto)
-        opts.out.mkdir(parents=True, exist_ok=True)
-        path = opts.out / "model.onnx"
-        input_name = proto.graph.input[0].name
         with quiet():
-            quantize_static(str(prep), str(path), _Reader(input_name, images), quant_format=QuantFormat.QDQ,
-                            per_channel=opts.per_channel, activation_type=QuantType.QInt8,
-                            weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
-                            calibrate_method=getattr(CalibrationMethod, _METHODS[opts.method]))
+            quantize_static(
+                str(prep),
+                str(path),
+                _Reader(proto.graph.input[0].name, images),
+                quant_format=getattr(QuantFormat, _FORMATS[opts.format]),
+                per_channel=opts.per_channel,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=excluded,
+                calibrate_method=getattr(CalibrationMethod, _METHODS[opts.method]),
+            )
+        _cap_ir_version(path)
+        speed = None
+        if opts.speed_check:
+            speed = onnx_speed.compare(static, path, images[0], per_channel=opts.per_channel, fmt=opts.format, method=opts.method)
+        qparams: dict[str, object] = {
+            "mode": "int8",
+            "method": "onnxruntime quantize_static",
+            "format": _FORMATS[opts.format],
+            "calibration": opts.method,
+            "weights": f"int8 symmetric {'per-channel' if opts.per_channel else 'per-tensor'}",
+            "activations": "int8 per-tensor",
+            "calibration_images": len(images),
+            "input_type": "float32",
+            "float_nodes": excluded,
+            "head_guard": guard.as_dict(not opts.quantize_head),
+        }
+        if speed is not None:
+            qparams["latency"] = speed.as_dict()
+        extra: dict[str, object] = {"source_metadata": dict(meta.sources)} if meta.sources else {}
+        manifest = ModelManifest(
+            name=opts.name or (existing.name if existing else opts.model.stem),
+            version=opts.version,
+            task=_task(decoder, meta),
+            input=spec,
+            labels=labels,
+            decoder=decoder,
+            thresholds=existing.thresholds if existing else Thresholds(),
+            quantization=qparams,
+            provenance=manifest_io.provenance(str(opts.model), "onnx", "onnxruntime.quantization", tool_versions(), extra),
+        )
+        final_path, final = manifest_io.publish(path, manifest, opts.out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    _cap_ir_version(path)
-    qparams: dict[str, object] = {
-        "mode": "int8", "method": "onnxruntime quantize_static", "format": "QDQ", "calibration": opts.method,
-        "weights": f"int8 symmetric {'per-channel' if opts.per_channel else 'per-tensor'}",
-        "activations": "int8 per-tensor", "calibration_images": len(images), "input_type": "float32",
-        "float_nodes": excluded, "head_guard": guard.as_dict(not opts.quantize_head)}
-    manifest = ModelManifest(
-        name=opts.name or (existing.name if existing else opts.model.stem), version=opts.version,
-        task=Task.classify if decoder.type == "classifier" else Task.detect, input=spec, labels=labels,
-        decoder=decoder, thresholds=existing.thresholds if existing else Thresholds(), quantization=qparams,
-        provenance=manifest_io.provenance(str(opts.model), "onnx", "onnxruntime.quantization", tool_versions(), {}))
-    final = manifest_io.finalize(path, manifest)
-    return OnnxQuantResult(path, final, source, time.perf_counter() - t0)
+    return OnnxQuantResult(final_path, final, source, time.perf_counter() - t0, speed)
+
+
+def _dynamic_input(model: Path) -> bool:
+    """True when the model's image input has a symbolic height or width (an Ultralytics ``dynamic=True`` export)."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(model), load_external_data=False)
+    except Exception:  # noqa: BLE001 - a corrupt file is reported by load_source with the converter's wording
+        return False
+    dims = proto.graph.input[0].type.tensor_type.shape.dim if proto.graph.input else []
+    return any(not d.HasField("dim_value") or d.dim_value <= 0 for d in list(dims)[1:])
+
+
+def _write_static(onnx: object, model: Path, shape: tuple[int, ...], dest: Path) -> None:
+    """A copy of ``model`` whose input is fixed to ``shape`` (batch 1): shape inference then reaches every node."""
+    proto = onnx.load(str(model))  # type: ignore[attr-defined]
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    for dim, value in zip(dims, shape, strict=True):
+        dim.Clear()
+        dim.dim_value = value
+    del proto.graph.value_info[:]  # stale symbolic shapes; quant_pre_process infers them again
+    onnx.save(proto, str(dest))  # type: ignore[attr-defined]
+
+
+def _normalization(opts: OnnxQuantOptions, meta: ModelMetadata) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    mean_meta, std_meta = meta.normalization or PIXELS_0_1
+    return opts.mean or mean_meta, opts.std or std_meta
+
+
+def _labels(opts: OnnxQuantOptions, existing: ModelManifest | None, meta: ModelMetadata) -> tuple[tuple[str, ...] | None, str]:
+    """The labels and where they came from: --labels, the source's manifest, then the source's own metadata."""
+    if opts.labels:
+        return opts.labels, "--labels"
+    if existing is not None and existing.labels:
+        return tuple(existing.labels), "the source's model.json"
+    if meta.labels:
+        return meta.labels, meta.sources.get("labels", "the source's metadata")
+    return None, "class0..classN"
+
+
+def _task(decoder: DecoderSpec, meta: ModelMetadata) -> Task:
+    if meta.task is not None and meta.task not in ("detect", "classify"):
+        raise OptionError(
+            f"the source model's metadata says task {meta.task!r} ({meta.sources.get('task', 'metadata')}); "
+            "quantize-onnx writes detect and classify models only"
+        )
+    return Task.classify if decoder.type == "classifier" else Task.detect
 
 
 def head_nodes(proto: object) -> list[str]:
