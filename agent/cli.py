@@ -27,10 +27,9 @@ log = logging.getLogger("agent")
 
 
 def _setup_logging(level: str = "INFO", fmt: str = "auto") -> None:
-    under_journal = bool(os.environ.get("JOURNAL_STREAM")) if fmt == "auto" else fmt == "journal"
-    # journald stamps every line itself: a second timestamp is noise
-    pattern = "%(levelname)s %(name)s: %(message)s" if under_journal else "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=level, format=pattern, stream=sys.stderr, force=True)
+    from agent.journal_log import stderr_handler  # <N> priority prefixes under systemd's journal
+
+    logging.basicConfig(level=level, handlers=[stderr_handler(fmt)], force=True)
 
 
 def _config_path(arg: str | None) -> Path | None:
