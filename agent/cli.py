@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from agent.bench_model import register as register_bench_model
 from agent.errors import AgentError, ConfigError, ModelError, SourceError
 from agent.http.bench import register as register_http
 from agent.mqtt_cli import register as register_mqtt
@@ -67,7 +68,13 @@ def _open_detector(cfg: Any, path: Path | None = None) -> Any:
     m = cfg.model
     path = path if path is not None else _configured_model_path(cfg)
     options = BackendOptions(threads=m.threads, delegate=m.delegate, delegate_options=m.delegate_options)
-    detector = load_detector(path, options, None if m.backend == "auto" else m.backend, verify_sha256=m.verify_sha256)
+    detector = load_detector(
+        path,
+        options,
+        None if m.backend == "auto" else m.backend,
+        verify_sha256=m.verify_sha256,
+        input_size=m.input_size_wh(),
+    )
     base = detector.manifest.thresholds
     if any(v is not None for v in (m.score_threshold, m.iou_threshold, m.max_detections)):
         detector.set_thresholds(
@@ -166,11 +173,26 @@ def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     build_source(cfg.source)
     detector = _open_detector(cfg)
+    if cfg.model.delegate and detector.backend.type_key == "litert":
+        _check_delegate(cfg.model.delegate)
     if cfg.update.enabled:
         _check_trusted_root(cfg.update.trusted_root)
     print(f"{args.config or 'defaults'}: OK (model {detector.ref.name} {detector.ref.version}, source {cfg.source.type})")
     detector.close()
     return EXIT_OK
+
+
+def _check_delegate(library: str) -> None:
+    """`run` falls back to the CPU when the delegate does not load (a Coral unplugged); `check` says it is wrong."""
+    from agent.backends.delegates import delegate_problem
+
+    problem = delegate_problem(library)
+    if problem is not None:
+        raise ConfigError(
+            f"model.delegate: {library!r} {problem}; install the delegate (e.g. libedgetpu.so.1 for a Coral) "
+            "or remove model.delegate to run on the CPU",
+            [("model.delegate", problem)],
+        )
 
 
 def _check_trusted_root(path: Path) -> None:
@@ -208,9 +230,14 @@ def cmd_config_docs(args: argparse.Namespace) -> int:
 
 
 def cmd_models_inspect(args: argparse.Namespace) -> int:
+    from agent.bare_manifest import parse_input_size
     from agent.models_cli import inspect_model
 
-    return inspect_model(Path(args.file), as_json=args.json)
+    try:
+        size = parse_input_size(args.input_size)
+    except ValueError as exc:
+        raise ConfigError(f"--input-size: {exc}", [("--input-size", str(exc))]) from None
+    return inspect_model(Path(args.file), as_json=args.json, input_size=size)
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
@@ -230,7 +257,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from agent.bench import run_benchmark
 
     return run_benchmark(
-        json_path=Path(args.json) if args.json else None, frames=args.frames,
+        json_path=Path(args.json) if args.json else None,
+        frames=args.frames,
         threads=args.threads,
         rounds=args.rounds,
         min_seconds=args.min_seconds,
@@ -264,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = models_sub.add_parser("inspect", help="show a model's tensors, manifest and decoder")
     inspect.add_argument("file")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
+    inspect.add_argument("--input-size", metavar="WxH", help="size for dynamic input axes (like config model.input_size)")
     inspect.set_defaults(func=cmd_models_inspect)
 
     detect = sub.add_parser("detect", help="one-shot detection on image files (JSON lines out)")
@@ -282,27 +311,30 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench)
     register_status(sub)  # status (agent/status_file.py)
     register_mqtt(sub)  # tail, bench-mqtt, mqtt schema|sign (agent/mqtt_cli.py)
+    register_bench_model(sub)  # bench-model MODEL (agent/bench_model.py)
     register_http(sub)  # bench-http (agent/http/bench.py)
     register_ota(sub)  # bench-ota (agent/ota/bench.py)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from agent.journal_log import error_text  # fatal lines at priority "err" under systemd's journal
+
     args = build_parser().parse_args(argv)
     _setup_logging()
     try:
         return int(args.func(args))
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+        print(error_text(f"config error: {exc}"), file=sys.stderr)
         return EXIT_CONFIG
     except ModelError as exc:
-        print(f"model error: {exc}", file=sys.stderr)
+        print(error_text(f"model error: {exc}"), file=sys.stderr)
         return EXIT_MODEL
     except SourceError as exc:
-        print(f"source error: {exc}", file=sys.stderr)
+        print(error_text(f"source error: {exc}"), file=sys.stderr)
         return EXIT_SOURCE
     except AgentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_text(f"error: {exc}"), file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from agent.backends.base import Backend, BackendOptions
+from agent.backends.delegates import delegate_problem
 from agent.decoders.base import TensorInfo
 from agent.errors import BackendUnavailableError, ModelFileError
 
@@ -92,9 +93,13 @@ class LiteRTBackend(Backend):
     def _load_delegates(self, load_delegate: Callable[..., Any]) -> list[Any]:
         if not self.options.delegate:
             return []
+        problem = delegate_problem(self.options.delegate)  # before load_delegate: it tracebacks on a non-delegate file
+        if problem is not None:
+            log.warning("delegate %s %s; running %s on the CPU", self.options.delegate, problem, self.model_path)
+            return []
         try:
             delegate = load_delegate(self.options.delegate, self.options.delegate_options or None)
-        except (ValueError, OSError, RuntimeError) as exc:
+        except (ValueError, OSError, RuntimeError, AttributeError) as exc:
             log.warning("cannot load delegate %s (%s); running %s on the CPU", self.options.delegate, exc, self.model_path)
             return []
         self.delegate_in_use = self.options.delegate

@@ -157,7 +157,9 @@ def test_env_override_errors_name_the_variable(tmp_path: Path, monkeypatch: pyte
         (b"1: 2\n", "top-level key 1 is not a setting name"),
         (
             b"a: &a [x, x, x, x, x, x, x, x, x, x]\n"
-            + b"".join(b"%c: &%c [*%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c]\n" % ((c, c) + (c - 1,) * 10) for c in b"bcdefg"),
+            + b"".join(
+                b"%c: &%c [*%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c]\n" % ((c, c) + (c - 1,) * 10) for c in b"bcdefg"
+            ),
             "more than 100000 values",
         ),
         (b"- a\n- b\n", "the top level must be a mapping"),
@@ -177,3 +179,20 @@ def test_check_refuses_what_run_would_crash_on(tmp_path: Path) -> None:
     proc = _cli("check", "-c", str(path))
     assert proc.returncode == 2 and "source.seed" in proc.stderr and "got -1" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "library", ["libnot-installed.so.1", "libc.so.6", "config.yaml"], ids=["missing", "not-a-delegate", "text"]
+)
+def test_a_delegate_that_is_not_a_delegate_library(tmp_path: Path, library: str) -> None:
+    # LiteRT's load_delegate raised AttributeError on a library without the plugin ABI, and printed
+    # "Exception ignored in Delegate.__del__" for a missing one
+    path = _write(tmp_path, f"model:\n  delegate: {library}\nsource:\n  type: synthetic\n  fps: 0\n")
+    check = _cli("check", "-c", str(path), cwd=tmp_path)
+    assert check.returncode == 2, check.stderr
+    assert "model.delegate" in check.stderr and repr(library) in check.stderr
+    run = _cli("run", "-c", str(path), "--frames", "2", cwd=tmp_path)  # run falls back to the CPU: an unplugged Coral
+    assert run.returncode == 0, run.stderr
+    for proc in (check, run):
+        assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
+    assert "running" in run.stderr and "on the CPU" in run.stderr
