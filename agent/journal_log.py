@@ -60,3 +60,10 @@ def stderr_handler(fmt: str = "auto", stream: TextIO | None = None) -> logging.H
     journal = stream_is_journal(stream) if fmt == "auto" else fmt == "journal"
     handler.setFormatter(JournalFormatter() if journal else logging.Formatter(PLAIN_FORMAT))
     return handler
+
+
+def error_text(text: str, stream: TextIO | None = None) -> str:
+    """``text`` to print on ``stream`` (stderr) as an error: each line ``<3>``-prefixed under the journal, else unchanged."""
+    if not stream_is_journal(stream if stream is not None else sys.stderr):
+        return text
+    return "\n".join(f"<{SD_PRIORITY[logging.ERROR]}>{line}" for line in text.split("\n"))

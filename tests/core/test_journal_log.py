@@ -74,3 +74,18 @@ def test_stream_without_a_descriptor_is_not_the_journal() -> None:
     import io
 
     assert not stream_is_journal(io.StringIO(), {"JOURNAL_STREAM": "1:2"})  # type: ignore[arg-type]
+
+
+def test_fatal_errors_are_err_priority_under_the_journal(tmp_path: Path) -> None:
+    """`run`/`check` refusing a config prints its reason as an error line, which `journalctl -p warning` shows."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("source: {type: synthetic, fps: -5}\n")
+    err = tmp_path / "stderr.txt"
+    with err.open("wb") as fh:
+        st = os.fstat(fh.fileno())
+        env = {**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        proc = subprocess.run([sys.executable, "-m", "agent", "check", "-c", str(bad)], cwd=REPO, env=env, stderr=fh, timeout=120)
+    assert proc.returncode == 2
+    lines = [line for line in err.read_text().splitlines() if line.strip()]
+    assert lines and lines[0].startswith("<3>config error: ") and "fps" in "\n".join(lines), lines
+    assert all(line.startswith("<3>") for line in lines), "every line carries the priority"
