@@ -208,6 +208,19 @@ def test_bad_config_fails_once_with_a_clear_line(machine: BootedMachine) -> None
     assert "fps" in journal and "source" in journal, journal
 
 
+def test_journal_priorities_filter_warnings(machine: BootedMachine) -> None:
+    """`journalctl -p warning` (the README's advice) shows the agent's errors, and only those: <N> prefixes reach journald."""
+    m = machine
+    warnings = m.run("journalctl -u edge-agent -p warning --no-pager -o cat").stdout
+    assert "config error" in warnings and "source.fps" in warnings, warnings[-3000:]
+    everything = m.run("journalctl -u edge-agent --no-pager -o cat").stdout
+    assert "stopped after" in everything and "stopped after" not in warnings, "info lines stay out of -p warning"
+    assert "<3>" not in everything and "<6>" not in everything, "journald consumed the prefixes"
+    priorities = m.run("journalctl -u edge-agent --no-pager -o json --output-fields=PRIORITY,MESSAGE").stdout
+    levels = {json.loads(line).get("PRIORITY") for line in priorities.splitlines() if line.strip()}
+    assert {"3", "6"} <= levels, levels
+
+
 def test_reinstall_keeps_config_then_uninstall(machine: BootedMachine, broker: Broker) -> None:
     m = machine
     configure(m, agent_config(broker))
