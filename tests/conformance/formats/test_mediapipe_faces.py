@@ -1,0 +1,55 @@
+"""MediaPipe's real face detectors (BlazeFace short and full range, from the mediapipe wheel), loaded bare.
+
+Reference: MediaPipe's own face detection solution on the same photographs (build_mediapipe.py), i.e. its
+letterbox (black border), [-1, 1] input, SSD anchors, decoding and weighted NMS. The agent gets nothing but
+the .tflite path and the score threshold the MediaPipe graph itself applies (0.5 short, 0.6 full range).
+Faceless photos (a cat, coffee, a motorcycle) must give no face: fed [0, 1] instead of [-1, 1], the
+short-range model calls the cat a face.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.detector import load_detector
+from agent.manifest import Thresholds
+from tests.conformance import refs
+from tests.conformance.formats.conftest import load_reference, read_image
+
+pytestmark = pytest.mark.slow
+
+MODELS = {
+    "short_range": "face_detection_short_range.tflite",
+    "full_range": "face_detection_full_range_sparse.tflite",
+}
+
+
+def test_reference_is_meaningful(mediapipe_faces: Path) -> None:
+    """The oracle itself finds the astronaut's face and no face on the cat (else the comparison proves little)."""
+    for name in MODELS:
+        images = load_reference(mediapipe_faces, f"reference_{name}.json")["images"]
+        assert len(images["astronaut.png"]["detections"]) == 1, name
+        assert images["cat.png"]["detections"] == [], name
+        assert images["coffee.png"]["detections"] == [], name
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_bare_model_matches_mediapipe(mediapipe_faces: Path, name: str) -> None:
+    reference = load_reference(mediapipe_faces, f"reference_{name}.json")
+    threshold = reference["threshold"]
+    detector = load_detector(mediapipe_faces / MODELS[name], thresholds=Thresholds(score=threshold))
+    problems, matched = [], 0
+    try:
+        for image, expected in reference["images"].items():
+            found = detector.detect(read_image(mediapipe_faces, image))
+            try:
+                matched += refs.assert_detections_match(found, expected["detections"], threshold, f"{name} {image}")
+            except AssertionError as exc:
+                problems.append(str(exc))
+    finally:
+        detector.close()
+    assert not problems, f"{len(problems)} of {len(reference['images'])} images differ ({matched} faces matched):\n" + (
+        "\n".join(problems)
+    )
