@@ -2,7 +2,7 @@
 
 For each model of step 1 (``float.tflite``, ``uint8.tflite``) it writes ``<kind>_metadata.tflite`` with
 ``metadata_writers.image_classifier`` (normalization mean/std 127.5, a 1000-line labels file packed into the
-model), the writer's own JSON rendering of that metadata (``<kind>_metadata.json``, what the agent's reader is
+model), the writer's own JSON rendering of that metadata (``<kind>_writer_metadata.json``, what the agent's reader is
 checked against), and the Task Library ImageClassifier's top-5 on every image (``reference.json``): that
 classifier reads the metadata itself (labels, normalization) and does its own resize.
 
@@ -133,7 +133,7 @@ def main() -> None:
         )
         model = out / f"{kind}_metadata.tflite"
         writer_utils.save_file(writer.populate(), str(model))
-        (out / f"{kind}_metadata.json").write_text(writer.get_metadata_json())
+        (out / f"{kind}_writer_metadata.json").write_text(writer.get_metadata_json())
         reference["models"][kind] = {"file": model.name, "images": classify(model, images)}
         for name, answer in reference["models"][kind]["images"].items():
             print(kind, name, " ".join(f"{i}:{s:.3f}" for i, s in answer["top5"]))
