@@ -170,29 +170,36 @@ def bench_variant(
     0.3 s sample, too short to be stable on a shared machine).
     """
     detector = load_detector(demo_model_path(variant), BackendOptions(threads=threads), backend)
-    raws, pipes, naives, vs_raw, vs_naive = [], [], [], [], []
     try:
-        # warm the preprocessor/decoder once so one-time buffer setup is not counted as per-frame work
-        detector.detect(np.zeros((FRAME_H, FRAME_W, 3), np.uint8), PixelFormat.BGR)
-        frames = max(frames, int(_raw_fps(detector, frames) * min_seconds))
-        for _ in range(rounds):
-            before = _raw_fps(detector, frames)
-            # a camera faster than the model: inference, not the source, must be the limit
-            fps, pipeline, _ = _pipeline(detector, frames, source_fps=SOURCE_SPEEDUP * before, trace=False)
-            raw = (before + _raw_fps(detector, frames)) / 2
-            naive = _naive_fps(detector, frames)
-            raws.append(raw)
-            pipes.append(fps)
-            naives.append(naive)
-            vs_raw.append(fps / raw)
-            vs_naive.append(fps / naive)
-        _, _, allocs = _pipeline(detector, max(50, frames // 4), source_fps=SOURCE_SPEEDUP * raws[-1], trace=True)
+        return bench_detector(detector, variant, backend, threads, frames, rounds, min_seconds)
     finally:
         detector.close()
+
+
+def bench_detector(
+    detector: Detector, model: str, backend: str, threads: int, frames: int, rounds: int = 5, min_seconds: float = 1.0
+) -> dict[str, Any]:
+    """One bench row for a loaded detector (any model file): raw, pipeline and naive rates in paired rounds."""
+    raws, pipes, naives, vs_raw, vs_naive = [], [], [], [], []
+    # warm the preprocessor/decoder once so one-time buffer setup is not counted as per-frame work
+    detector.detect(np.zeros((FRAME_H, FRAME_W, 3), np.uint8), PixelFormat.BGR)
+    frames = max(frames, int(_raw_fps(detector, frames) * min_seconds))
+    for _ in range(rounds):
+        before = _raw_fps(detector, frames)
+        # a camera faster than the model: inference, not the source, must be the limit
+        fps, pipeline, _ = _pipeline(detector, frames, source_fps=SOURCE_SPEEDUP * before, trace=False)
+        raw = (before + _raw_fps(detector, frames)) / 2
+        naive = _naive_fps(detector, frames)
+        raws.append(raw)
+        pipes.append(fps)
+        naives.append(naive)
+        vs_raw.append(fps / raw)
+        vs_naive.append(fps / naive)
+    _, _, allocs = _pipeline(detector, max(50, frames // 4), source_fps=SOURCE_SPEEDUP * raws[-1], trace=True)
     lat = pipeline.stats.latency
     row: dict[str, Any] = {
         "backend": backend,
-        "model": variant,
+        "model": model,
         "threads": threads,
         "frames": frames,
         "rounds": rounds,

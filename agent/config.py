@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from agent.backends.base import default_threads
@@ -49,6 +49,11 @@ class ModelConfig(_Section):
         "tflite-int8", description="Which bundled demo variant runs when path is empty."
     )
     backend: Literal["auto", "litert", "onnxruntime"] = Field("auto", description="Runtime; auto picks by file suffix.")
+    input_size: tuple[int, int] | int | None = Field(
+        None,
+        description="Input size [width, height] (or one number for square) for a model with dynamic input axes; "
+        "overrides the manifest and the model's own metadata (Ultralytics imgsz). Must match a model with a fixed size.",
+    )
     threads: int = Field(default_factory=default_threads, ge=1, le=64, description="Inference threads (default: cores - 1).")
     delegate: str | None = Field(None, description="TFLite delegate library (e.g. libedgetpu.so.1); falls back to CPU.")
     delegate_options: dict[str, str] = Field(default_factory=dict, description="Options for the delegate.")
@@ -56,6 +61,19 @@ class ModelConfig(_Section):
     iou_threshold: float | None = Field(None, ge=0.0, le=1.0, description="Overrides the manifest's NMS IoU threshold.")
     max_detections: int | None = Field(None, gt=0, description="Overrides the manifest's max detections per frame.")
     verify_sha256: bool = Field(True, description="Refuse a model whose sha256 differs from its manifest.")
+
+    @field_validator("input_size")
+    @classmethod
+    def _positive_size(cls, v: tuple[int, int] | int | None) -> tuple[int, int] | int | None:
+        sizes = [v] if isinstance(v, int) else list(v or ())
+        if any(s < 1 or s > 8192 for s in sizes):
+            raise ValueError(f"sizes must be 1..8192 pixels (got {v!r}); give [width, height] or one number for square")
+        return v
+
+    def input_size_wh(self) -> tuple[int, int] | None:
+        """``input_size`` as (width, height)."""
+        v = self.input_size
+        return None if v is None else (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 class PipelineConfig(_Section):

@@ -1,8 +1,10 @@
 """A loaded model: manifest + backend + preprocessor + decoder, checked against each other.
 
-``load_detector`` refuses, with a message naming the file and the mismatch, a model whose
-manifest does not describe it (input shape or dtype, label count vs outputs, sha256), a
-corrupt or truncated file, and outputs no decoder understands.
+``load_detector`` is the one loader every path uses (``detect``, ``run``, HTTP, OTA). It refuses,
+with a message naming the file and the mismatch, a model whose manifest does not describe it
+(input shape or dtype, label count vs outputs, sha256), a corrupt or truncated file, and outputs
+no decoder understands. A model without our manifest is described field by field from what it
+says about itself (:mod:`agent.bare_manifest`), each field with its source.
 """
 
 from __future__ import annotations
@@ -13,23 +15,19 @@ from pathlib import Path
 import numpy as np
 
 from agent.backends import Backend, BackendOptions, open_backend
-from agent.backends.onnxruntime import OnnxRuntimeBackend
-from agent.decoders import build_decoder, detect_decoder
-from agent.decoders.base import DecodedOutput, Decoder, TensorInfo
-from agent.errors import DecoderError, ManifestError, ModelFileError
-from agent.manifest import (
-    ColorOrder,
-    InputSpec,
-    Layout,
-    ModelManifest,
-    Normalization,
-    ResizeMode,
-    Task,
-    TensorDType,
-    Thresholds,
-    find_manifest,
-    sha256_file,
+from agent.bare_manifest import (
+    ResolvedManifest,
+    check_config_size,
+    choose_input_size,
+    describe_bare,
+    from_manifest,
+    tensor_layout,
 )
+from agent.decoders import build_decoder
+from agent.decoders.base import DecodedOutput, Decoder
+from agent.errors import DecoderError, ManifestError, ModelFileError
+from agent.manifest import ModelManifest, Task, Thresholds, find_manifest, sha256_file
+from agent.model_metadata import ModelMetadata, read_model_metadata
 from agent.preprocess import Letterbox, Preprocessor
 from agent.schema import Box, Detection, ModelRef
 from agent.sources.base import PixelFormat
@@ -52,65 +50,25 @@ def resolve_model_file(path: Path) -> Path:
     return path
 
 
-def infer_input_spec(tensor: TensorInfo) -> InputSpec:
-    """Best guess of the input contract of a model that has no manifest."""
-    shape = tensor.shape
-    if len(shape) != 4:
-        raise ManifestError(f"input {tensor.name!r} has shape {list(shape)}; without a manifest only 4-D image inputs work")
-    nchw = shape[1] in (1, 3) and shape[3] not in (1, 3)
-    channels = shape[1] if nchw else shape[3]
-    height, width = (shape[2], shape[3]) if nchw else (shape[1], shape[2])
-    try:
-        dtype = TensorDType(str(tensor.dtype))
-    except ValueError:
-        raise ManifestError(f"input {tensor.name!r} has dtype {tensor.dtype}; supported: float32, uint8, int8") from None
-    return InputSpec(
-        width=width,
-        height=height,
-        layout=Layout.NCHW if nchw else Layout.NHWC,
-        dtype=dtype,
-        color=ColorOrder.GRAY if channels == 1 else ColorOrder.RGB,
-        normalization=Normalization(mean=(0.0,) * channels, std=(255.0,) * channels),
-        resize=ResizeMode.letterbox,
-    )
-
-
-def manifest_from_model(backend: Backend, path: Path) -> ModelManifest:
-    """Describe a bare model from its tensors: input layout and the decoder from output names/shapes."""
-    spec = infer_input_spec(backend.input)
-    decoder = detect_decoder(backend.outputs, None)
-    num_classes = _guess_class_count(decoder, backend.outputs)
-    return ModelManifest(
-        name=path.stem,
-        version="0",
-        task=Task.classify if decoder.type == "classifier" else Task.detect,
-        input=spec,
-        labels=tuple(f"class{i}" for i in range(num_classes)),
-        decoder=decoder,
-    )
-
-
-def _guess_class_count(decoder: object, outputs: list[TensorInfo]) -> int:
-    kind = getattr(decoder, "type", "")
-    if kind == "yolov8":
-        rows = min(outputs[0].shape[1:])
-        return max(1, rows - 4)
-    if kind == "yolov5":
-        return max(1, outputs[0].shape[-1] - 5)
-    if kind == "classifier":
-        return outputs[0].shape[-1]
-    if kind == "ssd_anchors":
-        return max(1, min(o.shape[-1] for o in outputs))
-    return 91  # SSD post-process and end-to-end: class ids index the labels; COCO-sized by default
-
-
 class Detector:
     """Runs one model on frames. Not thread-safe: one pipeline thread drives it."""
 
-    def __init__(self, path: Path, manifest: ModelManifest, manifest_origin: str, backend: Backend, sha256: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        manifest: ModelManifest,
+        manifest_origin: str,
+        backend: Backend,
+        sha256: str,
+        sources: dict[str, str] | None = None,
+        metadata: ModelMetadata | None = None,
+    ) -> None:
         self.path = path
         self.manifest = manifest
         self.manifest_origin = manifest_origin
+        #: manifest field -> where it came from (manifest, model metadata, family convention, guess)
+        self.sources = sources or {}
+        self.metadata = metadata or ModelMetadata()
         self.backend = backend
         self.sha256 = sha256
         self.ref = ModelRef(name=manifest.name, version=manifest.version, sha256=sha256)
@@ -197,14 +155,40 @@ def _label(labels: tuple[str, ...], class_id: int) -> str:
     return labels[class_id] if 0 <= class_id < len(labels) else f"class{class_id}"
 
 
+def resolve_manifest(
+    model_file: Path,
+    runtime: Backend,
+    manifest: ModelManifest | None,
+    origin: str | None,
+    metadata: ModelMetadata,
+    size_source: str | None,
+    config_size: tuple[int, int] | None,
+) -> ResolvedManifest:
+    """Our manifest if there is one, else one described from the model; a config size must fit the model."""
+    if manifest is not None:
+        assert origin is not None
+        resolved = from_manifest(manifest, origin, runtime.input, size_source, config_size)
+    else:
+        resolved = describe_bare(runtime.input, runtime.outputs, model_file, metadata, size_source)
+    if config_size is not None and len(runtime.input.shape) == 4:
+        _, _, width, height = tensor_layout(runtime.input)
+        check_config_size(config_size, (width, height), runtime.input, model_file)
+    return resolved
+
+
 def load_detector(
     path: Path,
     options: BackendOptions | None = None,
     backend: str | None = None,
     thresholds: Thresholds | None = None,
     verify_sha256: bool = True,
+    input_size: tuple[int, int] | None = None,
 ) -> Detector:
-    """Load a model file (or a directory holding one) with its manifest, and check they agree."""
+    """Load a model file (or a directory holding one) with its manifest, and check they agree.
+
+    ``input_size`` (width, height; config ``model.input_size``) fixes dynamic spatial axes; without
+    it the manifest's size, then the model metadata's, is used.
+    """
     model_file = resolve_model_file(path)
     manifest, origin = find_manifest(model_file)
     digest = sha256_file(model_file)
@@ -213,22 +197,22 @@ def load_detector(
             f"{model_file} has sha256 {digest[:16]}…, but {origin} says {manifest.sha256[:16]}…: the file was replaced, "
             "truncated or corrupted. Restore the file or regenerate the manifest."
         )
-    input_shape = manifest.input.tensor_shape() if manifest is not None else None
-    if (backend or "") == "onnxruntime" or (backend is None and model_file.suffix.lower() in (".onnx", ".ort")):
-        runtime: Backend = OnnxRuntimeBackend(model_file, options or BackendOptions(), input_shape=input_shape)
-    else:
-        runtime = open_backend(model_file, options, backend)
-    if manifest is None:
-        manifest = manifest_from_model(runtime, model_file)
-        origin = "inferred from tensors"
-        log.warning(
-            "%s has no manifest; inferred %s decoder and %s input", model_file, manifest.decoder.type, manifest.input.layout
-        )
-    if thresholds is not None:
-        manifest = manifest.model_copy(update={"thresholds": thresholds})
-    assert origin is not None
+    metadata = read_model_metadata(model_file)
+    size, size_source = choose_input_size(input_size, manifest, metadata)
+    opts = (options or BackendOptions()).model_copy(update={"input_size": size})
+    runtime = open_backend(model_file, opts, backend)
     try:
-        return Detector(model_file, manifest, origin, runtime, digest)
+        resolved = resolve_manifest(model_file, runtime, manifest, origin, metadata, size_source, input_size)
+        if manifest is None:
+            log.warning(
+                "%s has no manifest; described from the model: %s",
+                model_file,
+                ", ".join(f"{k}: {v}" for k, v in resolved.sources.items()),
+            )
+        final = resolved.manifest
+        if thresholds is not None:
+            final = final.model_copy(update={"thresholds": thresholds})
+        return Detector(model_file, final, resolved.origin, runtime, digest, resolved.sources, metadata)
     except Exception:
         runtime.close()
         raise

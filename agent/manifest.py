@@ -45,8 +45,9 @@ class ColorOrder(StrEnum):
 
 
 class ResizeMode(StrEnum):
-    letterbox = "letterbox"
-    stretch = "stretch"
+    letterbox = "letterbox"  # whole frame, aspect kept, padded (Ultralytics LetterBox, centred)
+    stretch = "stretch"  # whole frame resized to the input, aspect not kept (TFLite Task Library)
+    center_crop = "center_crop"  # short side scaled to the input, the centre cropped (Ultralytics classify)
 
 
 class TensorDType(StrEnum):
@@ -93,6 +94,7 @@ class InputSpec(_Strict):
 
 
 # ---- decoders -------------------------------------------------------------------------
+
 
 class SSDPostprocessDecoder(_Strict):
     """TFLite ``TFLite_Detection_PostProcess`` outputs: boxes, classes, scores, count (any order)."""

@@ -36,21 +36,83 @@ class Letterbox:
     inner_w: int
     inner_h: int
 
+    #: the frame region the model sees (all of it except in centre-crop mode), in frame pixels
+    crop_x: int = 0
+    crop_y: int = 0
+    crop_w: int = 0
+    crop_h: int = 0
+
     @classmethod
     def fit(cls, frame_w: int, frame_h: int, input_w: int, input_h: int, mode: ResizeMode) -> Letterbox:
         if mode is ResizeMode.stretch:
-            return cls(frame_w, frame_h, input_w, input_h, input_w / frame_w, input_h / frame_h, 0, 0, input_w, input_h)
+            return cls(
+                frame_w,
+                frame_h,
+                input_w,
+                input_h,
+                input_w / frame_w,
+                input_h / frame_h,
+                0,
+                0,
+                input_w,
+                input_h,
+                0,
+                0,
+                frame_w,
+                frame_h,
+            )
+        if mode is ResizeMode.center_crop:
+            # short side scaled to the input, the centre kept: crop the frame first, then resize the crop to the input
+            scale = max(input_w / frame_w, input_h / frame_h)
+            crop_w = min(frame_w, max(1, round(input_w / scale)))
+            crop_h = min(frame_h, max(1, round(input_h / scale)))
+            crop_x, crop_y = (frame_w - crop_w) // 2, (frame_h - crop_h) // 2
+            return cls(
+                frame_w,
+                frame_h,
+                input_w,
+                input_h,
+                input_w / crop_w,
+                input_h / crop_h,
+                0,
+                0,
+                input_w,
+                input_h,
+                crop_x,
+                crop_y,
+                crop_w,
+                crop_h,
+            )
         scale = min(input_w / frame_w, input_h / frame_h)
         inner_w = min(input_w, max(1, round(frame_w * scale)))
         inner_h = min(input_h, max(1, round(frame_h * scale)))
         pad_x, pad_y = (input_w - inner_w) // 2, (input_h - inner_h) // 2
-        return cls(frame_w, frame_h, input_w, input_h, inner_w / frame_w, inner_h / frame_h, pad_x, pad_y, inner_w, inner_h)
+        return cls(
+            frame_w,
+            frame_h,
+            input_w,
+            input_h,
+            inner_w / frame_w,
+            inner_h / frame_h,
+            pad_x,
+            pad_y,
+            inner_w,
+            inner_h,
+            0,
+            0,
+            frame_w,
+            frame_h,
+        )
+
+    @property
+    def cropped(self) -> bool:
+        return (self.crop_w, self.crop_h) != (self.frame_w, self.frame_h)
 
     def input_norm_to_frame(self, boxes: np.ndarray) -> np.ndarray:
         """(K,4) x1,y1,x2,y2 in 0..1 of the model input -> frame pixels, clipped to the frame."""
         out = np.empty_like(boxes, dtype=np.float32)
-        out[:, 0::2] = (boxes[:, 0::2] * self.input_w - self.pad_x) / self.scale_x
-        out[:, 1::2] = (boxes[:, 1::2] * self.input_h - self.pad_y) / self.scale_y
+        out[:, 0::2] = (boxes[:, 0::2] * self.input_w - self.pad_x) / self.scale_x + self.crop_x
+        out[:, 1::2] = (boxes[:, 1::2] * self.input_h - self.pad_y) / self.scale_y + self.crop_y
         np.clip(out[:, 0::2], 0, self.frame_w, out=out[:, 0::2])
         np.clip(out[:, 1::2], 0, self.frame_h, out=out[:, 1::2])
         return out
@@ -58,8 +120,8 @@ class Letterbox:
     def frame_to_input_norm(self, boxes: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`input_norm_to_frame` (without clipping)."""
         out = np.empty_like(boxes, dtype=np.float32)
-        out[:, 0::2] = (boxes[:, 0::2] * self.scale_x + self.pad_x) / self.input_w
-        out[:, 1::2] = (boxes[:, 1::2] * self.scale_y + self.pad_y) / self.input_h
+        out[:, 0::2] = ((boxes[:, 0::2] - self.crop_x) * self.scale_x + self.pad_x) / self.input_w
+        out[:, 1::2] = ((boxes[:, 1::2] - self.crop_y) * self.scale_y + self.pad_y) / self.input_h
         return out
 
 
@@ -106,9 +168,7 @@ class Preprocessor:
         self._channel_luts = (
             [np.ascontiguousarray(self._lut[:, :, c]) for c in range(self.channels)] if self._lut is not None else []
         )
-        self._direct = (
-            spec.layout is Layout.NHWC and tensor.dtype == np.uint8 and self._lut is None
-        )
+        self._direct = spec.layout is Layout.NHWC and tensor.dtype == np.uint8 and self._lut is None
         self._geometry: Letterbox | None = None
         self._key: tuple[int, int, PixelFormat] | None = None
         self._scratch: np.ndarray | None = None  # model-sized uint8, colour order of the model
@@ -143,7 +203,7 @@ class Preprocessor:
         self._geometry = Letterbox.fit(width, height, self.spec.width, self.spec.height, self.spec.resize)
         shape = (self.spec.height, self.spec.width) + ((self.channels,) if self.channels > 1 else ())
         self._scratch = np.full(shape, self.spec.pad_value, np.uint8)
-        needs_resize = (width, height) != (self.spec.width, self.spec.height)
+        needs_resize = (width, height) != (self.spec.width, self.spec.height) or self._geometry.cropped
         self._convert_buf = None
         if fmt is PixelFormat.YUV420 and needs_resize and self.channels == 3:
             self._convert_buf = np.empty((height, width, 3), np.uint8)
@@ -171,27 +231,30 @@ class Preprocessor:
 
     def _resize_convert(self, image: np.ndarray, fmt: PixelFormat, roi: np.ndarray, geo: Letterbox) -> None:
         code = _color_code(fmt, self.spec.color)
-        same_size = (geo.inner_w, geo.inner_h) == (geo.frame_w, geo.frame_h)
+        same_size = (geo.inner_w, geo.inner_h) == (geo.crop_w, geo.crop_h)
+        # INTER_AREA when a crop shrinks: closer to the antialiased resize of torchvision/PIL centre-crop pipelines
+        interp = cv2.INTER_AREA if geo.cropped and geo.scale_x < 1 else cv2.INTER_LINEAR
         if code == -1:  # grey model, YUV frame: the Y plane
             image, code = image[: geo.frame_h, : geo.frame_w], None
         if fmt is PixelFormat.YUV420 and code is not None:
-            # colour conversion must see the whole I420 buffer; resize afterwards if needed
-            if same_size:
+            # colour conversion must see the whole I420 buffer; crop and resize afterwards if needed
+            if same_size and not geo.cropped:
                 cv2.cvtColor(image, code, dst=roi)
                 return
             assert self._convert_buf is not None
             cv2.cvtColor(image, code, dst=self._convert_buf)
-            cv2.resize(self._convert_buf, (geo.inner_w, geo.inner_h), dst=roi, interpolation=cv2.INTER_LINEAR)
+            cv2.resize(_crop(self._convert_buf, geo), (geo.inner_w, geo.inner_h), dst=roi, interpolation=interp)
             return
         if code is not None and self.channels == 1:
             # to grey before resizing: smaller, and a 3->1 channel resize is impossible in place
             grey = cv2.cvtColor(image, code, dst=self._convert_buf)
-            cv2.resize(grey, (geo.inner_w, geo.inner_h), dst=roi, interpolation=cv2.INTER_LINEAR)
+            cv2.resize(_crop(grey, geo), (geo.inner_w, geo.inner_h), dst=roi, interpolation=interp)
             return
+        image = _crop(image, geo)
         if same_size:
             np.copyto(roi, image)  # cv2.resize would copy too, at a cost
         else:
-            cv2.resize(image, (geo.inner_w, geo.inner_h), dst=roi, interpolation=cv2.INTER_LINEAR)
+            cv2.resize(image, (geo.inner_w, geo.inner_h), dst=roi, interpolation=interp)
         if code is not None:
             cv2.cvtColor(roi, code, dst=roi)
 
@@ -213,6 +276,13 @@ class Preprocessor:
                 np.copyto(dst[0, c], plane)
             else:
                 cv2.LUT(plane, self._channel_luts[c], dst=dst[0, c])
+
+
+def _crop(image: np.ndarray, geo: Letterbox) -> np.ndarray:
+    """The part of the frame the model sees (a view; the whole frame unless centre-cropping)."""
+    if not geo.cropped:
+        return image
+    return image[geo.crop_y : geo.crop_y + geo.crop_h, geo.crop_x : geo.crop_x + geo.crop_w]
 
 
 def _fill_padding(target: np.ndarray, geo: Letterbox, value: int) -> None:

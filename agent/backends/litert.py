@@ -3,6 +3,10 @@
 Zero-copy: the input is written through the interpreter's ``tensor()`` view and outputs
 are read through theirs. Those views must not outlive the next ``invoke()`` (the
 interpreter refuses to run while one is alive), so a fresh view is taken per frame.
+
+Dynamic inputs (``shape_signature`` -1) are resized once at load to batch 1 and
+``options.input_size`` (``resize_tensor_input`` + ``allocate_tensors``); the output shapes
+are then the interpreter's.
 """
 
 from __future__ import annotations
@@ -14,10 +18,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from agent.backends.base import Backend, BackendOptions
+from agent.backends.base import Backend, BackendOptions, DeclaredTensor, fixed_input_shape
 from agent.backends.delegates import delegate_problem
 from agent.decoders.base import TensorInfo
-from agent.errors import BackendUnavailableError, ModelFileError
+from agent.errors import BackendUnavailableError, ManifestError, ModelFileError
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,19 @@ def _info(detail: dict[str, Any]) -> TensorInfo:
     )
 
 
+def _declared(detail: dict[str, Any]) -> DeclaredTensor:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    signature = detail.get("shape_signature")
+    dims = signature if signature is not None and len(signature) else detail["shape"]
+    return DeclaredTensor(
+        name=str(detail["name"]),
+        dims=tuple(int(d) for d in dims),
+        dtype=str(np.dtype(detail["dtype"])),
+        scale=float(scale),
+        zero_point=int(zero_point),
+    )
+
+
 class LiteRTBackend(Backend):
     type_key: ClassVar[str] = "litert"
     suffixes: ClassVar[tuple[str, ...]] = (".tflite",)
@@ -85,10 +102,31 @@ class LiteRTBackend(Backend):
         in_details = self._interp.get_input_details()
         if len(in_details) != 1:
             raise ModelFileError(f"{model_path} has {len(in_details)} inputs; only single-image-input models are supported")
+        shape = fixed_input_shape(_declared(in_details[0]), options.input_size, model_path)
+        if tuple(int(d) for d in in_details[0]["shape"]) != shape:
+            try:
+                self._interp.resize_tensor_input(in_details[0]["index"], list(shape), strict=False)
+                self._interp.allocate_tensors()
+            except (ValueError, RuntimeError) as exc:
+                raise ManifestError(
+                    f"{model_path}: LiteRT cannot run input {in_details[0]['name']!r} at shape {list(shape)} ({exc}); "
+                    "check model.input_size (or the manifest's input.width/input.height)"
+                ) from None
+            in_details = self._interp.get_input_details()
         self._input = _info(in_details[0])
         self._outputs = [_info(d) for d in self._interp.get_output_details()]
         self._input_view = self._interp.tensor(in_details[0]["index"])
         self._output_views = [self._interp.tensor(d["index"]) for d in self._interp.get_output_details()]
+
+    @classmethod
+    def declared_tensors(cls, model_path: Path) -> tuple[list[DeclaredTensor], list[DeclaredTensor]]:
+        check_tflite_file(model_path)
+        interpreter_cls, _ = _import_interpreter()
+        try:
+            interp = interpreter_cls(model_path=str(model_path), num_threads=1)
+        except (ValueError, RuntimeError) as exc:
+            raise ModelFileError(f"{model_path} cannot be loaded by LiteRT: {exc}") from None
+        return [_declared(d) for d in interp.get_input_details()], [_declared(d) for d in interp.get_output_details()]
 
     def _load_delegates(self, load_delegate: Callable[..., Any]) -> list[Any]:
         if not self.options.delegate:

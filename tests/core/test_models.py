@@ -165,7 +165,7 @@ def test_model_without_manifest_is_inferred(tmp_path: Path) -> None:
     bare = tmp_path / "bare.onnx"
     onnx.save(model, str(bare))
     detector = load_detector(bare, BackendOptions(threads=1))
-    assert detector.manifest_origin == "inferred from tensors"
+    assert detector.manifest_origin == "read from the model (no manifest)"
     assert detector.manifest.decoder.type == "yolov8" and len(detector.labels) == 4
     assert detector.manifest.input.layout.value == "NCHW"
     detector.close()
