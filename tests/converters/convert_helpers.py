@@ -1,20 +1,27 @@
 """Helpers for the converter tests: conversions run in the toolchain virtualenvs (scripts/test.sh prepares them) as subprocesses.
 
-The toolchains (the `convert` extra: torch, litert-torch, TensorFlow, onnx2tf) live in one venv of their own;
-the test process itself (the dev venv, no torch/TF) checks the outputs with the agent, as a device would.
-Network access is cut for every conversion (proxies pointed at a closed port): conversions must be offline.
+The toolchains (the `convert` extra: torch, litert-torch, TensorFlow, onnx2tf) live in one venv of their own,
+holding the built wheel as users install it (tests/install/wheel.py refreshes it when the code changes): the
+converters run as its console scripts from a temp folder, without the checkout on the path. The test process
+itself (the dev venv, no torch/TF) checks the outputs with the agent, as a device would. Network access is cut
+for every conversion (proxies pointed at a closed port): conversions must be offline.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.install.wheel import CODE_STAMP, DEPS_STAMP, ensure_installed, venv_lock
 
 REPO = Path(__file__).resolve().parents[2]
 SELFTEST = REPO / "models" / "demo" / "selftest"
@@ -30,8 +37,25 @@ def _python(var: str, default: Path, extra: str) -> str:
     path = os.environ.get(var) or os.environ.get("EDGE_AGENT_CONVERT_PYTHON") or str(default)
     if not Path(path).is_file():
         pytest.skip(f"the {extra} toolchain venv is missing ({path}); scripts/test.sh creates it "
-                    f"(python -m venv ... && pip install -e '.[{extra}]'), or set {var}")
+                    f"(tests/install/wheel.py VENV --extra {extra}), or set {var}")
+    _refresh_wheel(Path(path).parents[1])
     return path
+
+
+@functools.cache
+def _refresh_wheel(venv: Path) -> None:
+    """Reinstall the wheel in a venv tests/install/wheel.py built, when the code changed since (once a session)."""
+    if (venv / DEPS_STAMP).exists() or (venv / CODE_STAMP).exists():
+        ensure_installed(venv, deps=False)
+
+
+@functools.cache
+def _test_imports() -> Path:
+    """A folder holding only ``tests`` (a link): factories like tests.converters.demo_factory import, the
+    checkout's agent/ and converters/ do not (the installed wheel's do)."""
+    root = Path(tempfile.mkdtemp(prefix="edge-agent-test-imports-"))
+    (root / "tests").symlink_to(REPO / "tests", target_is_directory=True)
+    return root
 
 
 @pytest.fixture(scope="session")
@@ -46,16 +70,24 @@ def tf_python() -> str:
 
 def run(python: str, *args: str, tool: str = "convert", timeout: float = 600,
         pythonpath: tuple[Path, ...] = ()) -> subprocess.CompletedProcess[str]:
-    """Run a converter CLI (or ``-c`` code when tool == 'code') in ``python``, offline, from the repo root.
+    """Run a converter's installed console script beside ``python``, offline, from a temp folder.
 
+    ``tool == 'code'`` runs ``-c`` code from the repo root instead (test scaffolding that builds source models).
     ``pythonpath``: extra import roots (a pickled module needs its class importable, as for any torch.load).
     """
-    entry = {"convert": "from converters.cli import convert_main as m; sys.exit(m())",
-             "quantize": "from converters.cli import quantize_main as m; sys.exit(m())"}
-    path = os.pathsep.join(str(p) for p in (REPO, *pythonpath))
-    env = {**os.environ, **OFFLINE, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [python, "-c", args[0], *args[1:]] if tool == "code" else [python, "-c", "import sys;" + entry[tool], *args]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    env = {**os.environ, **OFFLINE, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    if tool == "code":
+        env["PYTHONPATH"] = os.pathsep.join(str(p) for p in (REPO, *pythonpath))
+        return subprocess.run([python, "-c", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+    script = Path(python).parent / {"convert": "convert-to-tflite", "quantize": "quantize-onnx"}[tool]
+    env["PYTHONPATH"] = os.pathsep.join(str(p) for p in (_test_imports(), *pythonpath))
+    venv = Path(python).parents[1]
+    ours = (venv / DEPS_STAMP).exists() or (venv / CODE_STAMP).exists()
+    lock = venv_lock(venv, shared=True) if ours else contextlib.nullcontext()  # no reinstall under a running tool
+    with tempfile.TemporaryDirectory(prefix="edge-agent-convert-cwd-") as cwd, lock:
+        return subprocess.run([str(script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                              check=False)
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
