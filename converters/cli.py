@@ -42,14 +42,24 @@ def convert_parser() -> argparse.ArgumentParser:
         default="float32",
         help="int8 only: input type (uint8 takes camera bytes directly)",
     )
-    p.add_argument("--input-size", type=_size, help="N or WxH (needed for PyTorch models without input_size)")
+    p.add_argument(
+        "--input-size",
+        type=_size,
+        help="N or WxH (needed for PyTorch models without input_size and "
+        "dynamic-axis ONNX without imgsz metadata; must match a static model)",
+    )
     p.add_argument(
         "--nhwc",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="wrap channel-first models so the TFLite input is HWC like camera frames (default on)",
     )
-    p.add_argument("--labels", type=Path, help="labels file: one per line, JSON list, or COCO json")
+    p.add_argument(
+        "--labels",
+        type=Path,
+        help="labels file: one per line, JSON list, or COCO json "
+        "(default: the labels the source model carries, e.g. Ultralytics names)",
+    )
     p.add_argument(
         "--decoder",
         choices=["yolov8", "yolov5", "end2end", "ssd_postprocess", "classifier"],
@@ -64,8 +74,8 @@ def convert_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, help="state dict for a 'module:callable' factory")
     p.add_argument("--name", help="model name in the manifest (default: the source file stem)")
     p.add_argument("--version", default="1.0.0", help="model version in the manifest")
-    p.add_argument("--mean", type=_floats, default=(0.0, 0.0, 0.0), help="per-channel mean in pixel units")
-    p.add_argument("--std", type=_floats, default=(255.0, 255.0, 255.0), help="per-channel std in pixel units")
+    p.add_argument("--mean", type=_floats, help="per-channel mean in pixel units (default: the source's metadata, else 0)")
+    p.add_argument("--std", type=_floats, help="per-channel std in pixel units (default: the source's metadata, else 255)")
     p.add_argument("--score-threshold", type=float, default=0.5)
     p.add_argument(
         "--quantize-head",
@@ -92,32 +102,51 @@ def _decoder(args: argparse.Namespace) -> object | None:
 
 def convert_main(argv: list[str] | None = None) -> int:
     args = convert_parser().parse_args(argv)
-    from agent.manifest import Thresholds
-    from converters.convert import ConvertOptions, cleanup, convert_to_tflite
-    from converters.errors import ConverterError
-    from converters.manifest_io import read_labels
+    import shutil
+    import tempfile
 
+    from agent.errors import DecoderError
+    from agent.manifest import Thresholds
+    from converters import manifest_io
+    from converters.convert import ConvertOptions, cleanup, convert_to_tflite
+    from converters.errors import ConverterError, OptionError
+
+    # written into a staging folder and moved into --out at the end: a failed run leaves no half-written model
+    staging = Path(tempfile.mkdtemp(prefix="convert-to-tflite-out-"))
     try:
+        meta = manifest_io.source_metadata(Path(args.model))
+        labels, labels_from = _labels_and_origin(args.labels, meta)
+        dynamic = manifest_io.onnx_input_is_dynamic(Path(args.model))
+        mean, std = _normalization(args.mean, args.std, meta)
         opts = ConvertOptions(
             model=args.model,
-            out=args.out,
+            out=staging,
             quantize=args.quantize,
             calibration=args.calibration,
             calibration_limit=args.calibration_limit,
             io_type=args.io_type,
-            input_size=args.input_size,
+            input_size=args.input_size or (meta.input_size if dynamic else None),
             nhwc=args.nhwc,
-            labels=read_labels(args.labels) if args.labels else None,
+            labels=labels,
             decoder=_decoder(args),
             weights=args.weights,
             name=args.name,
             version=args.version,
-            mean=args.mean,
-            std=args.std,
+            mean=mean,
+            std=std,
             thresholds=Thresholds(score=args.score_threshold),
             quantize_head=args.quantize_head,
         )
-        result = convert_to_tflite(opts)
+        try:
+            result = convert_to_tflite(opts)
+        except DecoderError as exc:
+            if labels is None:
+                raise
+            raise OptionError(
+                f"{len(labels)} labels ({labels_from}) do not match the class count of {args.model}: {exc}\n"
+                "Fix: pass --labels FILE listing exactly the model's classes, in class-id order."
+            ) from None
+        result.model_path = manifest_io.move_outputs(staging, args.out) / result.model_path.name
         size = result.model_path.stat().st_size
         print(
             f"wrote {result.model_path} ({size / 1024:.0f} KiB, {args.quantize}) and "
@@ -135,7 +164,27 @@ def convert_main(argv: list[str] | None = None) -> int:
     except ConverterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return 0
+
+
+def _labels_and_origin(path: Path | None, meta: object) -> tuple[tuple[str, ...] | None, str]:
+    """--labels wins; else the labels the source model carries (Ultralytics ``names``), with where they came from."""
+    from converters.manifest_io import read_labels
+
+    if path is not None:
+        return read_labels(path), "--labels"
+    labels = getattr(meta, "labels", None)
+    return labels, getattr(meta, "sources", {}).get("labels", "the source's metadata")
+
+
+def _normalization(
+    mean: tuple[float, ...] | None, std: tuple[float, ...] | None, meta: object
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """--mean/--std win; else the source's metadata; else pixels / 255."""
+    meta_mean, meta_std = getattr(meta, "normalization", None) or ((0.0, 0.0, 0.0), (255.0, 255.0, 255.0))
+    return mean or meta_mean, std or meta_std
 
 
 def quantize_parser() -> argparse.ArgumentParser:

@@ -90,15 +90,40 @@ def publish(staged: Path, manifest: ModelManifest, out: Path) -> tuple[Path, Mod
     earlier step leaves no half-written model (or a manifest describing a model that is not there).
     """
     final = finalize(staged, manifest)
+    _move((staged, staged.parent / "model.json"), out)  # the model first: a model.json never names a missing file
+    return out / staged.name, final
+
+
+def move_outputs(staging: Path, out: Path) -> Path:
+    """Move every file of a finished ``staging`` folder into ``out`` (models first, ``model.json`` last)."""
+    files = sorted((p for p in staging.iterdir() if p.is_file()), key=lambda p: p.name == "model.json")
+    _move(files, out)
+    return out
+
+
+def _move(files: Sequence[Path], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    for src in (staged, staged.parent / "model.json"):  # the model first: a model.json never names a missing file
-        partial = out / f".{src.name}.partial"
+    for src in files:
+        partial = out / f".{src.name}.partial"  # same folder as the target, so the rename is atomic
         try:
             shutil.copyfile(src, partial)
             os.replace(partial, out / src.name)
         finally:
             partial.unlink(missing_ok=True)
-    return out / staged.name, final
+
+
+def onnx_input_is_dynamic(model: Path) -> bool:
+    """True for an ONNX file whose image input has a symbolic height or width (e.g. Ultralytics ``dynamic=True``)."""
+    if model.suffix.lower() != ".onnx" or not model.is_file():
+        return False
+    try:
+        import onnx
+
+        proto = onnx.load(str(model), load_external_data=False)
+    except Exception:  # noqa: BLE001 - no onnx, or a corrupt file: loading the source reports either clearly
+        return False
+    dims = list(proto.graph.input[0].type.tensor_type.shape.dim) if proto.graph.input else []
+    return any(not d.HasField("dim_value") or d.dim_value <= 0 for d in dims[1:])
 
 
 def source_metadata(path: Path) -> ModelMetadata:

@@ -82,7 +82,7 @@ def quantize_onnx(opts: OnnxQuantOptions) -> OnnxQuantResult:
     if opts.format not in _FORMATS:
         raise OptionError(f"--format {opts.format!r}: choose {' or '.join(_FORMATS)}")
     meta = manifest_io.source_metadata(opts.model)
-    dynamic = _dynamic_input(opts.model)
+    dynamic = manifest_io.onnx_input_is_dynamic(opts.model)
     size = opts.input_size or (meta.input_size if dynamic else None)
     source = load_source(str(opts.model), InputKind.onnx, size, None)
     layout = source.layout
@@ -158,18 +158,6 @@ def quantize_onnx(opts: OnnxQuantOptions) -> OnnxQuantResult:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return OnnxQuantResult(final_path, final, source, time.perf_counter() - t0, speed)
-
-
-def _dynamic_input(model: Path) -> bool:
-    """True when the model's image input has a symbolic height or width (an Ultralytics ``dynamic=True`` export)."""
-    import onnx
-
-    try:
-        proto = onnx.load(str(model), load_external_data=False)
-    except Exception:  # noqa: BLE001 - a corrupt file is reported by load_source with the converter's wording
-        return False
-    dims = proto.graph.input[0].type.tensor_type.shape.dim if proto.graph.input else []
-    return any(not d.HasField("dim_value") or d.dim_value <= 0 for d in list(dims)[1:])
 
 
 def _write_static(onnx: object, model: Path, shape: tuple[int, ...], dest: Path) -> None:
