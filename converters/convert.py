@@ -117,7 +117,7 @@ def _export_fp32(source: SourceModel, kind: InputKind, opts: ConvertOptions, nhw
     elif kind is InputKind.onnx:
         from converters.tf_path import export_onnx_fp32
 
-        export_onnx_fp32(Path(opts.model), path)
+        export_onnx_fp32(Path(opts.model), path, source.input_shape)
     else:
         from converters.tf_path import export_keras_fp32
 

@@ -50,16 +50,24 @@ def _tf_error(exc: Exception) -> Exception:
     return ModelLoadError(f"the TF Lite converter failed: {type(exc).__name__}: {text[:800]}")
 
 
-def export_onnx_fp32(onnx_path: Path, path: Path) -> None:
-    """onnx2tf in an isolated temporary working directory (holding the sample file it would download)."""
+def export_onnx_fp32(onnx_path: Path, path: Path, input_shape: tuple[int, ...]) -> None:
+    """onnx2tf in an isolated temporary working directory (holding the sample file it would download).
+
+    ``input_shape`` (batch 1, the ONNX input's own layout) is pinned into a dynamic-axis model first: onnx2tf
+    otherwise traces placeholder dims and mis-transposes a YOLO head ("Dimensions must be equal, but are 2
+    and 4"). Its own --overwrite_input_shape only reaches the optional onnxsim step, so we fold it ourselves.
+    """
     onnx2tf = require("onnx2tf", why="ONNX -> TFLite")
     require("tensorflow", "convert-onnx", why="onnx2tf")
-    _check_onnx_ops(onnx_path)
+    input_name, dynamic = _check_onnx_ops(onnx_path)
     cwd = os.getcwd()
     with tempfile.TemporaryDirectory(prefix="onnx2tf-") as tmp:
         # onnx2tf rewrites its input file in place (op naming): hand it a copy, never the user's model
         source = Path(tmp) / "source.onnx"
-        shutil.copyfile(onnx_path, source)
+        if dynamic:
+            pin_input_shape(onnx_path, input_name, input_shape, source)
+        else:
+            shutil.copyfile(onnx_path, source)
         np.save(Path(tmp) / ONNX2TF_SAMPLE, np.zeros((1, 8, 8, 3), np.float32))
         os.chdir(tmp)
         try:
@@ -79,8 +87,36 @@ def export_onnx_fp32(onnx_path: Path, path: Path) -> None:
         path.write_bytes(produced[0].read_bytes())
 
 
-def _check_onnx_ops(onnx_path: Path) -> None:
-    """Fail early, naming the op, on ONNX ops onnx2tf has no converter for."""
+def pin_input_shape(onnx_path: Path, input_name: str, input_shape: tuple[int, ...], out: Path) -> None:
+    """Write ``onnx_path`` with a static ``input_shape`` and its shape arithmetic constant-folded.
+
+    ONNX Runtime's basic graph optimizations (constant folding, provider-independent, standard ops only)
+    turn the Shape -> Gather -> Concat chains of a dynamic export into constants once the input is static.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    proto = onnx.load(str(onnx_path))
+    graph_input = next(i for i in proto.graph.input if i.name == input_name)
+    dims = graph_input.type.tensor_type.shape.dim
+    for dim, value in zip(dims, input_shape, strict=True):
+        dim.Clear()
+        dim.dim_value = int(value)
+    for output in proto.graph.output:  # let shapes be re-inferred from the pinned input
+        output.type.tensor_type.shape.Clear()
+    del proto.graph.value_info[:]
+    pinned = out.with_suffix(".pinned.onnx")
+    onnx.save(proto, str(pinned))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(out)
+    options.log_severity_level = 3  # the relaxed output-shape merge warning is expected here
+    ort.InferenceSession(str(pinned), options, providers=["CPUExecutionProvider"])
+    pinned.unlink()
+
+
+def _check_onnx_ops(onnx_path: Path) -> tuple[str, bool]:
+    """Fail early, naming the op, on ONNX ops onnx2tf has no converter for; return (input name, has dynamic dims)."""
     onnx = require("onnx", "convert-onnx")
     import importlib.util
 
@@ -88,11 +124,15 @@ def _check_onnx_ops(onnx_path: Path) -> None:
         proto = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf DecodeError and friends
         raise ModelLoadError(f"{onnx_path} is not a valid ONNX model (truncated or corrupt?): {exc}") from None
+    initializers = {i.name for i in proto.graph.initializer}
+    graph_input = next(i for i in proto.graph.input if i.name not in initializers)
+    dynamic = any(d.dim_value <= 0 for d in graph_input.type.tensor_type.shape.dim)
     spec = importlib.util.find_spec("onnx2tf.ops")
     if spec is None or not spec.submodule_search_locations:
-        return
+        return graph_input.name, dynamic
     known = {p.stem for loc in spec.submodule_search_locations for p in Path(loc).glob("*.py")}
     for node in proto.graph.node:
         if node.domain not in ("", "ai.onnx") or node.op_type not in known:
             raise UnsupportedOpError(f"{node.domain + '.' if node.domain else ''}{node.op_type}",
                                      f"onnx2tf has no converter for it (node {node.name!r})")
+    return graph_input.name, dynamic
