@@ -109,7 +109,8 @@ class OutboxForwarder:
         self._last_housekeeping = 0.0
         self._latest_counts: CountsMessage | None = None
         self._counts_sent_gen = -1
-        self._write_error_logged = 0.0
+        self._write_error_logged = -1e9
+        self._since_log = {"published without durability": 0, "dropped (write_error)": 0}
         self._error_logged_at = -1e9
         self.handoff_drops = 0
         self.published = 0
@@ -204,6 +205,7 @@ class OutboxForwarder:
         now = time.monotonic()
         if now - self._last_housekeeping >= HOUSEKEEPING_S:
             self._last_housekeeping = now
+            store.retry_pending()
             store.expire()
             self.oldest_created = store.oldest_created()
         self._send(store)
@@ -225,10 +227,14 @@ class OutboxForwarder:
                 store.counters.dropped["write_error"] += 1
                 self._log_error(f"cannot serialize a {Kind(kind).name.lower()} message: {exc}")
         if batch:
+            was_durable = store.durable
             try:
                 store.append(batch)
             except OutboxWriteError as exc:
                 self._write_failed(exc)
+            else:
+                if not was_durable:
+                    self._durable_again()
         return taken
 
     def _serialize(self, kind: Kind, item: Any) -> NewMessage:
@@ -240,16 +246,26 @@ class OutboxForwarder:
         return NewMessage(kind, t.telemetry, telemetry_body(item))
 
     def _write_failed(self, exc: OutboxWriteError) -> None:
-        # Disk full or I/O error: keep inferring. Publish without durability when we can (and only
-        # when nothing older waits, to keep order), else drop. Either way it is counted.
+        # Disk full or I/O error: keep inferring. Publish without durability when we can (their seqs
+        # come from the durable reservation, so they are never reused) and only when nothing older
+        # waits, to keep order; else drop. Either way it is counted, and the log line says which.
         store = self.store
         assert store is not None
-        if self._pub.connected and not self.backlog_replaying and len(self._inflight) + len(exc.rows) <= self._window:
+        sent = 0
+        if (
+            self._pub.connected
+            and not self.backlog_replaying
+            and not store.has_after(self._cursor)
+            and len(self._inflight) + len(exc.rows) <= self._window
+        ):
             for row in exc.rows:
-                self._publish_row(row, persisted=False)
-            self.unpersisted += len(exc.rows)
-        else:
-            store.counters.dropped["write_error"] += len(exc.rows)
+                if not self._publish_row(row, persisted=False):
+                    break
+                sent += 1
+        self.unpersisted += sent
+        self._since_log["published without durability"] += sent
+        self._since_log["dropped (write_error)"] += len(exc.rows) - sent + exc.unnumbered
+        store.counters.dropped["write_error"] += len(exc.rows) - sent + exc.unnumbered
         now = time.monotonic()
         if now - self._write_error_logged > 30:
             self._write_error_logged = now
@@ -257,14 +273,21 @@ class OutboxForwarder:
                 body = event_body(
                     "error", {"what": "outbox_write_failed", "error": str(exc), "failures": store.counters.write_failures}
                 )
-                self._publish_row(store.number([NewMessage(Kind.EVENT, self._topics.events, body)])[0], persisted=False)
+                for row in store.number([NewMessage(Kind.EVENT, self._topics.events, body)], reserved_only=True):
+                    self._publish_row(row, persisted=False)
+            outcome = ", ".join(f"{n} {what}" for what, n in self._since_log.items() if n) or "nothing lost"
             log.error(
-                "outbox write failed (%s): %d message(s) %s; %d write failure(s) so far",
+                "outbox write failed (%s): since the last report %s; %d write failure(s) so far",
                 exc,
-                len(exc.rows),
-                "published without durability" if self.unpersisted else "dropped",
+                outcome,
                 store.counters.write_failures,
             )
+            self._since_log = dict.fromkeys(self._since_log, 0)
+
+    def _durable_again(self) -> None:
+        outcome = ", ".join(f"{n} {what}" for what, n in self._since_log.items() if n) or "nothing lost"
+        log.warning("outbox writes work again, messages are stored before they are sent (since the last report: %s)", outcome)
+        self._since_log = dict.fromkeys(self._since_log, 0)
 
     def _apply_acks(self, store: OutboxStore) -> None:
         if not self._acks:
