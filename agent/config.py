@@ -105,12 +105,17 @@ class HttpConfig(_Section):
         description="File whose first line is the bearer token every endpoint but /healthz and /readyz requires. "
         "Required when enabled.",
     )
-    public_docs: bool = Field(False, description="Serve /docs and /openapi.json without the token (they hold no device data).")
+    public_docs: bool = Field(
+        True, description="Serve /docs and /openapi.json without the token (they hold no device data); false: token needed."
+    )
     max_upload_bytes: int = Field(8 * 2**20, ge=1024, le=256 * 2**20, description="Largest request body POST /v1/detect accepts.")
     max_pixels: int = Field(
         16_000_000, ge=1, le=400_000_000, description="Largest image (width x height) /v1/detect decodes; checked in the header."
     )
     max_side: int = Field(8192, ge=16, le=65535, description="Largest width or height /v1/detect decodes.")
+    max_decode_s: float = Field(
+        2.0, gt=0, le=60, description="Longest a PNG's pixel data may take to inflate before it is refused (decompression bombs)."
+    )
     max_pending_detects: int = Field(
         4, ge=1, le=64, description="Detect requests running or waiting at once; more get 503 (protects the camera pipeline)."
     )

@@ -107,7 +107,7 @@ def build_app(state: ApiState) -> FastAPI:
         title="edge-agent",
         version=__version__,
         description="The device's local API: health, Prometheus metrics, status, on-demand detection, camera snapshot.",
-        docs_url=None,  # served below, behind the token unless http.public_docs
+        docs_url=None,  # served below: public by default (no device data), behind the token with http.public_docs: false
         redoc_url=None,
         openapi_url=None,
     )

@@ -142,7 +142,7 @@ class ApiState:
 
     # ---- blocking work (thread pool) -----------------------------------------------------------
     def run_detect(self, data: bytes, declared: str | None, annotated: bool) -> tuple[DetectionResult, bytes | None]:
-        image = decode_upload(data, declared, self.config.max_pixels, self.config.max_side)
+        image = decode_upload(data, declared, self.config.max_pixels, self.config.max_side, self.config.max_decode_s)
         result = self.lane.detect(image)
         if not annotated:
             return result, None
@@ -228,7 +228,8 @@ class ApiServer:
                 "see the log above)",
                 [("http.port", "cannot bind")],
             )
-        log.info("HTTP API on http://%s:%d (docs at /docs)", self.config.host, self.port)
+        docs = "public" if self.config.public_docs else "needs the bearer token (http.public_docs: true opens it)"
+        log.info("HTTP API on http://%s:%d (docs at /docs: %s)", self.config.host, self.port, docs)
 
     def stop(self) -> None:
         self._server.should_exit = True

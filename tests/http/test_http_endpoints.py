@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
+from pathlib import Path
 
 import cv2
 import httpx
 import numpy as np
-from conftest import RunningAgent, selftest_images
+import pytest
+from conftest import RunningAgent, selftest_images, start_agent
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.demo import selftest_dir
@@ -105,10 +108,11 @@ def test_snapshot_is_a_fresh_annotated_camera_frame(client: httpx.Client, agent:
     assert _jpeg(r.content).shape == (480, 640, 3)
 
 
-def test_docs_and_openapi_behind_the_token(agent: RunningAgent, client: httpx.Client) -> None:
+def test_docs_and_openapi_are_public_by_default(agent: RunningAgent, client: httpx.Client) -> None:
+    # the startup log says "docs at /docs": a browser has no bearer token, and the docs hold no device data
     with agent.client(None) as anon:
-        assert anon.get("/docs").status_code == 401
-        assert anon.get("/openapi.json").status_code == 401
+        assert anon.get("/docs").status_code == 200
+        assert anon.get("/openapi.json").status_code == 200
     spec = client.get("/openapi.json").json()
     assert {"/healthz", "/readyz", "/metrics", "/v1/status", "/v1/detect", "/v1/snapshot"} <= set(spec["paths"])
     page = client.get("/docs")
@@ -135,3 +139,13 @@ def test_detect_does_not_share_state_with_the_pipeline(client: httpx.Client, age
     r = client.post("/v1/detect", content=cv2.imencode(".jpg", big)[1].tobytes(), headers={"Content-Type": "image/jpeg"})
     assert r.status_code == 200 and r.json()["frame_width"] == 1280
     assert pre._key == key
+
+
+def test_private_docs_need_the_token_and_the_log_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="agent.http")
+    with start_agent(tmp_path, public_docs=False) as running:
+        with running.client(None) as anon:
+            assert anon.get("/docs").status_code == 401 and anon.get("/openapi.json").status_code == 401
+        with running.client() as c:
+            assert c.get("/docs").status_code == 200
+    assert "docs at /docs: needs the bearer token (http.public_docs: true opens it)" in caplog.text

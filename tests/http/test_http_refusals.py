@@ -10,7 +10,7 @@ import httpx
 import pytest
 from conftest import TOKEN, RunningAgent, wait_until
 
-PROTECTED = [("GET", "/metrics"), ("GET", "/v1/status"), ("POST", "/v1/detect"), ("GET", "/v1/snapshot"), ("GET", "/docs")]
+PROTECTED = [("GET", "/metrics"), ("GET", "/v1/status"), ("POST", "/v1/detect"), ("GET", "/v1/snapshot")]
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
