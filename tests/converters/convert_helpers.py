@@ -130,6 +130,17 @@ def conversions(tmp_path_factory: pytest.TempPathFactory) -> Conversions:
     return Conversions(tmp_path_factory.mktemp("converted"))
 
 
+@pytest.fixture(scope="session")
+def dynamic_onnx(torch_python: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """tests/converters/dynamic_yolo.py's dynamic-axis detector: "meta" with Ultralytics' metadata_props, "bare" without."""
+    folder = tmp_path_factory.mktemp("dynamic")
+    code = "import sys; sys.path.insert(0, 'tests/converters'); import dynamic_yolo as d; d.build(sys.argv[1], sys.argv[2] > '0')"
+    paths = {"meta": folder / "yolo_dynamic.onnx", "bare": folder / "yolo_dynamic_bare.onnx"}
+    for key, path in paths.items():
+        ok(run(torch_python, code, str(path), "1" if key == "meta" else "0", tool="code"))
+    return paths
+
+
 def report(out: Path) -> dict[str, object]:
     return json.loads((out / "report.json").read_text())
 

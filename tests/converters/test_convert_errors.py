@@ -54,11 +54,13 @@ def test_int8_without_calibration(torch_python, tmp_path):
 def test_unconvertible_onnx_op_is_named(tf_python, tmp_path):
     """DFT is a standard ONNX op (opset 17) that onnx2tf has no converter for."""
     model = tmp_path / "dft.onnx"
-    code = ("import sys, onnx; from onnx import helper as h, TensorProto as T; "
-            "n = h.make_node('DFT', ['x'], ['y'], name='the_dft'); "
-            "g = h.make_graph([n], 'g', [h.make_tensor_value_info('x', T.FLOAT, [1, 3, 16, 16])], "
-            "[h.make_tensor_value_info('y', T.FLOAT, None)]); "
-            "onnx.save(h.make_model(g, opset_imports=[h.make_opsetid('', 17)]), sys.argv[1])")
+    code = (
+        "import sys, onnx; from onnx import helper as h, TensorProto as T; "
+        "n = h.make_node('DFT', ['x'], ['y'], name='the_dft'); "
+        "g = h.make_graph([n], 'g', [h.make_tensor_value_info('x', T.FLOAT, [1, 3, 16, 16])], "
+        "[h.make_tensor_value_info('y', T.FLOAT, None)]); "
+        "onnx.save(h.make_model(g, opset_imports=[h.make_opsetid('', 17)]), sys.argv[1])"
+    )
     from convert_helpers import ok
 
     ok(run(tf_python, code, str(model), tool="code"))
@@ -70,3 +72,31 @@ def test_unconvertible_torch_op_is_named(torch_python, tmp_path):
     """litert-torch has no lowering for aten.cumprod: the error names the op, not just 'conversion failed'."""
     proc = run(torch_python, "tests.converters.unsupported_op:build", "-o", str(tmp_path / "o"))
     assert proc.returncode == 2 and "aten.cumprod" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_corrupt_onnx_leaves_no_output(torch_python, tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(DEMO_ONNX.read_bytes()[:5000])
+    for tool in ("convert", "quantize"):
+        out = tmp_path / tool
+        extra = ["--calibration", str(DEMO_ONNX.parents[1] / "selftest")] if tool == "quantize" else []
+        proc = run(torch_python, str(broken), *extra, "-o", str(out), tool=tool)
+        assert proc.returncode == 2 and str(broken) in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert not out.exists(), f"{tool}: {sorted(out.rglob('*'))}"
+
+
+def test_quantize_onnx_empty_calibration_folder(torch_python, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run(torch_python, str(DEMO_ONNX), "--calibration", str(empty), "-o", str(tmp_path / "o"), tool="quantize")
+    assert proc.returncode == 2 and "holds no images" in proc.stderr and str(empty) in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("tool", ["convert", "quantize"])
+def test_missing_labels_file_is_named(tool, torch_python, tmp_path):
+    missing = tmp_path / "nope.txt"
+    extra = ["--calibration", str(DEMO_ONNX.parents[1] / "selftest")] if tool == "quantize" else []
+    proc = run(torch_python, str(DEMO_ONNX), *extra, "--labels", str(missing), "-o", str(tmp_path / "o"), tool=tool)
+    assert proc.returncode == 2 and f"--labels {missing}" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "o").exists()

@@ -68,17 +68,6 @@ def test_quantize_onnx_reports_latency(conversions, torch_python, calibration_di
     assert (latency["int8_slower_notice"] is not None) == slower, latency
 
 
-@pytest.fixture(scope="module")
-def dynamic_onnx(torch_python, tmp_path_factory) -> dict[str, Path]:
-    """The Ultralytics-layout dynamic-axis detector, with and without Ultralytics' metadata_props."""
-    folder = tmp_path_factory.mktemp("dynamic")
-    code = "import sys; sys.path.insert(0, 'tests/converters'); import dynamic_yolo as d; d.build(sys.argv[1], sys.argv[2] > '0')"
-    paths = {"meta": folder / "yolo_dynamic.onnx", "bare": folder / "yolo_dynamic_bare.onnx"}
-    for key, path in paths.items():
-        ok(run(torch_python, code, str(path), "1" if key == "meta" else "0", tool="code"))
-    return paths
-
-
 def _static_input(path: Path) -> list[int]:
     import onnxruntime as ort
 
