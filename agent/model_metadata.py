@@ -337,6 +337,7 @@ def _literal(value: Any) -> Any:
 
 
 def _read_key_values(props: dict[str, Any], fields: _Fields, origin: str) -> None:
+    _read_export_args(props, fields, origin)
     for key in _PLAIN_KEYS:
         if key in props:
             fields.note(key, props[key])
@@ -364,6 +365,23 @@ def _read_key_values(props: dict[str, Any], fields: _Fields, origin: str) -> Non
     task = str(props.get("task", "")).strip()
     if task:
         fields.set("task", task, f"{origin} 'task'")
+
+
+def _read_export_args(props: dict[str, Any], fields: _Fields, origin: str) -> None:
+    """Ultralytics ``args``: an export with ``nms=True`` is end-to-end too; ``dynamic`` says the axes are free."""
+    if "args" not in props:
+        return
+    try:
+        args = _literal(props["args"])
+        if not isinstance(args, dict):
+            raise ValueError("expected a dict of export arguments")
+        end2end = _literal(props.get("end2end", "False"))
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+        fields.warn(f"{origin} 'args'", props["args"], str(exc))
+        return
+    fields.note("end2end", bool(end2end is True or args.get("nms") is True))
+    if "dynamic" in args:
+        fields.note("dynamic", bool(args["dynamic"]))
 
 
 def _names(value: Any) -> tuple[str, ...]:

@@ -206,3 +206,20 @@ def test_corrupt_metadata_flatbuffer(written: Path, tmp_path: Path, caplog: pyte
         meta = read_model_metadata(broken)
     assert meta.normalization is None and meta.labels is None
     assert "TFLITE_METADATA" in caplog.text and "broken.tflite" in caplog.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["yolov8n_static", "yolov8n_dynamic", "yolov8n_cls"])
+def test_real_ultralytics_onnx_export(case: str) -> None:
+    """Ultralytics' exporter wrote the file; Ultralytics' own backend's reading of it is the oracle."""
+    from tests.conformance.metadata.fixture import ultralytics_exports
+
+    folder = ultralytics_exports()
+    expected = json.loads((folder / "expected.json").read_text())[case]
+    meta = read_model_metadata(folder / f"{case}.onnx")
+    names = expected["names"]
+    assert meta.labels == tuple(names[str(i)] for i in range(len(names)))
+    height, width = expected["imgsz"]
+    assert meta.input_size == (width, height)
+    assert (meta.task, meta.stride, meta.family) == (expected["task"], expected["stride"], "ultralytics")
+    assert meta.extra["end2end"] == str(expected["end2end"]) and meta.extra["dynamic"] == str(expected["dynamic"])

@@ -36,3 +36,9 @@ def classifier_fixture() -> Path:
 def reference() -> dict[str, Any]:
     """The Task Library's answers (``reference.json``)."""
     return json.loads((classifier_fixture() / "reference.json").read_text())
+
+
+@functools.cache
+def ultralytics_exports() -> Path:
+    """Folder with Ultralytics' own ONNX exports (``<case>.onnx``) and its reading of their metadata (expected.json)."""
+    return build_fixture("metadata-ultralytics", ref_python("ultralytics"), HERE / "build_ultralytics_exports.py")
