@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.bare_manifest import parse_input_size
+from agent.cli_conventions import add_json_options
 
 
 def bench_model(
@@ -41,6 +42,13 @@ def bench_model(
 
 
 def run_bench_model(args: argparse.Namespace) -> int:
+    """``edge-agent bench-model``: the table, or with --json the row as JSON on stdout; --output FILE writes it."""
+    from agent.cli_conventions import run_with_json_output
+
+    return run_with_json_output(args, lambda path: _bench_and_print(args, path))
+
+
+def _bench_and_print(args: argparse.Namespace, json_path: Path | None) -> int:
     from rich.console import Console
     from rich.table import Table
 
@@ -64,9 +72,9 @@ def run_bench_model(args: argparse.Namespace) -> int:
     cells = {**row, "pipeline_vs_raw": f"{row['pipeline_vs_raw']} ({low}-{high})"}
     table.add_row(*(str(cells[key]) for key, _ in COLUMNS))
     console.print(table)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"machine": platform.machine(), "rows": [row]}, indent=2))
-        console.print(f"wrote {args.json}")
+    if json_path is not None:
+        json_path.write_text(json.dumps({"machine": platform.machine(), "rows": [row]}, indent=2))
+        console.print(f"wrote {json_path}")
     return 0
 
 
@@ -79,5 +87,5 @@ def register(sub: Any) -> None:
     bench.add_argument("--min-seconds", type=float, default=1.0, help="and at least this long per measurement")
     bench.add_argument("--rounds", type=int, default=3, help="paired raw/pipeline rounds; medians are reported")
     bench.add_argument("--threads", type=int, help="inference threads (default: cores - 1)")
-    bench.add_argument("--json", metavar="FILE", help="also write the row as JSON")
+    add_json_options(bench, "the row")
     bench.set_defaults(func=run_bench_model)

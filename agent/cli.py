@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.bench_model import register as register_bench_model
+from agent.cli_conventions import add_json_options, add_version_everywhere, run_with_json_output
 from agent.errors import AgentError, ConfigError, ModelError, SourceError
 from agent.http.bench import register as register_http
 from agent.mqtt_cli import register as register_mqtt
@@ -256,12 +257,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from agent.bench import run_benchmark
 
-    return run_benchmark(
-        json_path=Path(args.json) if args.json else None,
-        frames=args.frames,
-        threads=args.threads,
-        rounds=args.rounds,
-        min_seconds=args.min_seconds,
+    return run_with_json_output(
+        args,
+        lambda path: run_benchmark(
+            json_path=path, frames=args.frames, threads=args.threads, rounds=args.rounds, min_seconds=args.min_seconds
+        ),
     )
 
 
@@ -269,7 +269,6 @@ def build_parser() -> argparse.ArgumentParser:
     from agent import __version__
 
     parser = argparse.ArgumentParser(prog="edge-agent", description="Camera inference agent for the edge.")
-    parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the pipeline (no config: the demo)")
@@ -290,20 +289,20 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="model tools")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     inspect = models_sub.add_parser("inspect", help="show a model's tensors, manifest and decoder")
-    inspect.add_argument("file")
-    inspect.add_argument("--json", action="store_true", help="machine-readable output")
+    inspect.add_argument("file", help="model file (.tflite/.onnx) or a folder holding one")
+    inspect.add_argument("--json", action="store_true", help="print the description as JSON on stdout")
     inspect.add_argument("--input-size", metavar="WxH", help="size for dynamic input axes (like config model.input_size)")
     inspect.set_defaults(func=cmd_models_inspect)
 
     detect = sub.add_parser("detect", help="one-shot detection on image files (JSON lines out)")
-    detect.add_argument("images", nargs="+")
+    detect.add_argument("images", nargs="+", help="JPEG/PNG files to run the model on")
     detect.add_argument("-c", "--config", help="YAML config file (model settings)")
     detect.add_argument("--model", help="model file or directory (default: from config, or the demo model)")
     detect.add_argument("--save-annotated", metavar="DIR", help="write images with boxes drawn here")
     detect.set_defaults(func=cmd_detect)
 
     bench = sub.add_parser("bench", help="benchmark backends x demo models")
-    bench.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    add_json_options(bench, "the rows")
     bench.add_argument("--frames", type=int, default=300, help="frames per measurement (at least)")
     bench.add_argument("--min-seconds", type=float, default=1.0, help="and at least this long per measurement")
     bench.add_argument("--rounds", type=int, default=5, help="paired raw/pipeline/naive rounds; medians are reported")
@@ -314,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_bench_model(sub)  # bench-model MODEL (agent/bench_model.py)
     register_http(sub)  # bench-http (agent/http/bench.py)
     register_ota(sub)  # bench-ota (agent/ota/bench.py)
+    add_version_everywhere(parser, f"edge-agent {__version__}")
     return parser
 
 

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent.cli_conventions import add_json_options
+
 if TYPE_CHECKING:
     from agent.sinks.mqtt.config import MqttSinkConfig
 
@@ -77,14 +79,14 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from agent.cli_conventions import run_with_json_output
     from agent.sinks.mqtt.bench import run_mqtt_benchmark
 
-    return run_mqtt_benchmark(
-        seconds=args.seconds,
-        backlog=args.backlog,
-        host=args.host,
-        port=args.port,
-        json_path=Path(args.json) if args.json else None,
+    return run_with_json_output(
+        args,
+        lambda path: run_mqtt_benchmark(
+            seconds=args.seconds, backlog=args.backlog, host=args.host, port=args.port, json_path=path
+        ),
     )
 
 
@@ -107,7 +109,7 @@ def register(sub: Any) -> None:
     bench.add_argument("--backlog", type=int, default=5000, help="messages queued during the simulated outage")
     bench.add_argument("--host", help="use this broker instead of starting a private mosquitto (skips the outage phase)")
     bench.add_argument("--port", type=int, default=1883, help="port of --host")
-    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    add_json_options(bench, "the results")
     bench.set_defaults(func=cmd_bench)
 
     mqtt = sub.add_parser("mqtt", help="MQTT payload tools")

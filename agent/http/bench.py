@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.cli_conventions import add_json_options, run_with_json_output
+
 TARGET_RATE = 5.0
 TARGET_DROP_PERCENT = 10.0
 
@@ -198,8 +200,8 @@ def _free_port() -> int:
 
 
 def cmd_bench_http(args: argparse.Namespace) -> int:
-    return run_http_benchmark(
-        args.variant, args.camera_fps, args.seconds, args.rates, args.threads, Path(args.json) if args.json else None
+    return run_with_json_output(
+        args, lambda path: run_http_benchmark(args.variant, args.camera_fps, args.seconds, args.rates, args.threads, path)
     )
 
 
@@ -210,5 +212,5 @@ def register(sub: Any) -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
     p.add_argument("--rates", type=float, nargs="+", default=[TARGET_RATE], help="paced request rates to test (req/s)")
     p.add_argument("--threads", type=int, help="inference threads (default: cores - 1)")
-    p.add_argument("--json", metavar="FILE", help="also write the phases as JSON")
+    add_json_options(p, "the phases")
     p.set_defaults(func=cmd_bench_http)

@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from agent.cli_conventions import add_json_options
 from agent.errors import AgentError
 from agent.ota.bench_watch import TARGET_GAP_RATIO, WARMUP_RESULTS, OtaWatch, summarize
 from agent.sinks.mqtt.cli_args import parse_broker
@@ -392,12 +393,12 @@ def cmd_bench_ota(args: argparse.Namespace) -> int:
     )
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     results = run_ota_benchmark(opts, err)
-    if args.json == "-":
+    if args.json:
         print(json.dumps(results, indent=2))
     else:
         print_results(Console(width=None if Console().is_terminal else 130, highlight=False), results)
-        if args.json:
-            Path(args.json).write_text(json.dumps(results, indent=2))
+    if args.output:
+        Path(args.output).write_text(json.dumps(results, indent=2))
     return 0 if results["passed"] else 1
 
 
@@ -410,12 +411,6 @@ def register(sub: Any) -> None:
     p.add_argument("--trial-frames", type=int, default=30, help="update.trial_frames of the agents (default 30)")
     p.add_argument("--trial-s", type=float, default=2.0, help="update.trial_s of the agents (default 2)")
     p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="longest wait for start-up, and for the update")
-    p.add_argument(
-        "--json",
-        nargs="?",
-        const="-",
-        metavar="FILE",
-        help="print JSON instead of the table; with FILE: the table, and JSON to FILE",
-    )
+    add_json_options(p, "the results")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (registry, configs, agent state and logs)")
     p.set_defaults(func=cmd_bench_ota)

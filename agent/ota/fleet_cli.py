@@ -17,6 +17,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from agent import __version__
+from agent.cli_conventions import add_version_everywhere
 from agent.errors import AgentError
 from agent.ota.fleet import BUCKETS, LATENCY_STAGES, UPDATING_STATES, DeviceRow, FleetView, RolloutSummary
 from agent.ota.versions import parse_version
@@ -300,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     rollout.add_argument("version", metavar="VERSION", help="model version, e.g. 1.2.0")
     rollout.add_argument("--once", action="store_true", help="collect for --wait seconds, print, exit (the default)")
     rollout.add_argument("--watch", action="store_true", help="keep updating until Ctrl-C")
+    add_version_everywhere(parser, f"edge-fleet {__version__}")
     return parser
 
 

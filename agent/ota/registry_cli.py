@@ -21,6 +21,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from agent import __version__
+from agent.cli_conventions import add_version_everywhere
 from agent.errors import AgentError
 from agent.manifest import sidecar_candidates
 from agent.ota.errors import PolicyError
@@ -301,7 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     notify = argparse.ArgumentParser(add_help=False)
     group = notify.add_argument_group("fleet notification (MQTT, retained, QoS 1)")
     group.add_argument("--notify", action="store_true", help="tell devices now instead of at their next poll")
-    group.add_argument("--fleet-topic", default=DEFAULT_FLEET_TOPIC, metavar="TOPIC")
+    group.add_argument(
+        "--fleet-topic",
+        default=DEFAULT_FLEET_TOPIC,
+        metavar="TOPIC",
+        help=f"retained topic devices watch ({DEFAULT_FLEET_TOPIC})",
+    )
     add_broker_options(group)
 
     parser = argparse.ArgumentParser(
@@ -314,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("init", help="create a registry: keys, root of trust, empty metadata")
-    p.add_argument("dir", metavar="DIR")
+    p.add_argument("dir", metavar="DIR", help="the new registry's directory (keys, repository/)")
     p.add_argument("--root-keys", type=int, default=1, metavar="N", help="number of root keys (1)")
     p.add_argument("--threshold", type=int, default=1, metavar="N", help="root keys needed to sign a new root (1)")
     for role, days in DEFAULT_EXPIRES_DAYS.items():
@@ -324,24 +331,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("publish", parents=[common, notify], help="publish a model version")
     p.add_argument("model", metavar="MODEL", help="the model file (.tflite/.onnx)")
     p.add_argument("--manifest", metavar="FILE", help="its manifest (default: the sidecar JSON next to MODEL)")
-    p.add_argument("--channel", choices=CHANNELS, default="stable")
+    p.add_argument(
+        "--channel",
+        choices=CHANNELS,
+        default="stable",
+        help="stable: every device; canary: devices on the canary channel only (stable)",
+    )
     p.add_argument("--rollout", type=_percent, default=100.0, metavar="PERCENT", help="share of devices, by bucket (100)")
-    p.add_argument("--min-agent-version", default="0", metavar="V")
+    p.add_argument("--min-agent-version", default="0", metavar="V", help="devices with an older edge-agent skip it (0)")
     p.add_argument("--name", help="model name (default: the manifest's)")
     p.add_argument("--version", help="model version (default: the manifest's)")
     p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("promote", parents=[common, notify], help="change a version's channel or rollout")
     p.add_argument("model", metavar="MODEL", help="model name")
-    p.add_argument("version", metavar="VERSION")
-    p.add_argument("--channel", choices=CHANNELS)
-    p.add_argument("--rollout", type=_percent, metavar="PERCENT")
+    p.add_argument("version", metavar="VERSION", help="model version, e.g. 1.2.0")
+    p.add_argument("--channel", choices=CHANNELS, help="move it to this channel")
+    p.add_argument("--rollout", type=_percent, metavar="PERCENT", help="new share of devices, by bucket")
     p.set_defaults(func=cmd_promote)
 
     p = sub.add_parser("rollback", parents=[common, notify], help="send devices back to an earlier version")
     p.add_argument("model", metavar="MODEL", help="model name")
-    p.add_argument("--to", required=True, metavar="VERSION")
-    p.add_argument("--reason", default="")
+    p.add_argument("--to", required=True, metavar="VERSION", help="the version devices go back to")
+    p.add_argument("--reason", default="", help="why (recorded in the signed metadata and shown by status)")
     p.set_defaults(func=cmd_rollback)
 
     p = sub.add_parser(
@@ -370,13 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_rotate)
 
     p = sub.add_parser("status", parents=[common], help="models, rollbacks, metadata expiry")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the status as JSON on stdout")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("serve", parents=[common], help="serve repository/ over HTTP with Range support (development only)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (8000)")
     p.set_defaults(func=cmd_serve)
+    add_version_everywhere(parser, f"edge-registry {__version__}")  # publish keeps --version for the model's version
     return parser
 
 

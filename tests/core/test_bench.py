@@ -21,11 +21,12 @@ def test_bench_writes_a_row_per_variant(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, "-m", "agent", "bench", "--frames", "40", "--rounds", "2", "--min-seconds", "0.05",
-         "--threads", "1", "--json", str(out)],
+         "--threads", "1", "--json", "--output", str(out)],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(out.read_text())
+    assert json.loads(proc.stdout) == data  # --json: stdout carries the JSON alone (the table went to stderr)
     assert data["threads"] == 1
     assert [r["model"] for r in data["rows"]] == list(VARIANTS)
     for row in data["rows"]:

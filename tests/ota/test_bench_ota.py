@@ -102,7 +102,7 @@ def test_bench_ota_three_real_agents_commit_with_a_short_gap(tmp_path: Path) -> 
     try:
         out = tmp_path / "bench.json"
         argv = ["bench-ota", "--agents", "3", "--fps", "10", "--trial-frames", "10", "--trial-s", "1"]
-        rc = main([*argv, "--broker", f"127.0.0.1:{broker.port}", "--timeout", "120", "--json", str(out)])
+        rc = main([*argv, "--broker", f"127.0.0.1:{broker.port}", "--timeout", "120", "--output", str(out)])
         r = json.loads(out.read_text())
         assert rc == 0, json.dumps(r, indent=2)
         assert (r["agents"], r["committed"], r["failed"], r["no_answer"]) == (3, 3, 0, 0)
