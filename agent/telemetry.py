@@ -93,6 +93,10 @@ class TransportTelemetry(_Model):
     published: int = Field(description="Messages handed to the broker connection since start.")
     acknowledged: int = Field(description="Messages the broker acknowledged (and the outbox deleted) since start.")
     acknowledged_detections: int = Field(description="Of those, detection messages.")
+    published_unpersisted: int = Field(
+        0, description="Messages published without durability since start (the outbox could not store them: disk full)."
+    )
+    outbox_write_failures: int = Field(0, description="Outbox writes that failed since start (disk full, I/O error).")
     dropped: dict[str, int] = Field(
         description="Messages lost since start, by reason: telemetry/detection/event (outbox full), expired (too old), "
         "handoff (writer queue full), write_error (outbox write failed), rejected (broker refused)."

@@ -36,6 +36,7 @@ class Reporter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._file_telemetry: dict[str, Any] | None = None
+        self._file_error_logged = -1e9  # a full disk fails every write: one line per 5 min, not one per interval
 
     # ---- building -------------------------------------------------------------------------
     def status(self, state: str = "running") -> StatusMessage:
@@ -70,6 +71,8 @@ class Reporter:
                 published=fwd.published,
                 acknowledged=fwd.acked,
                 acknowledged_detections=fwd.acked_detections,
+                published_unpersisted=fwd.unpersisted,
+                outbox_write_failures=store.counters.write_failures if store else 0,
                 dropped=fwd.dropped(),
             ),
             fwd.capture_to_ack,
@@ -111,7 +114,9 @@ class Reporter:
             sink.state_dir.mkdir(parents=True, exist_ok=True)
             write_status_file(sink.state_dir / STATUS_FILE, doc)
         except OSError as exc:
-            log.warning("cannot write %s: %s", sink.state_dir / STATUS_FILE, exc)
+            if time.monotonic() - self._file_error_logged > 300:
+                self._file_error_logged = time.monotonic()
+                log.warning("cannot write %s: %s (said once per 5 min)", sink.state_dir / STATUS_FILE, exc)
 
     # ---- the ticker thread --------------------------------------------------------------------
     def start(self) -> None:
