@@ -128,3 +128,22 @@ def test_steady_state_allocates_no_frame_sized_array() -> None:
     peak = tracemalloc.get_traced_memory()[1] - base
     tracemalloc.stop()
     assert peak < 64 * 1024, f"{peak} bytes allocated (a model-sized float input is {dst.nbytes})"
+
+
+def test_center_crop_keeps_the_middle_and_maps_back() -> None:
+    """Centre crop (Ultralytics classify): the short side fills the input, the long side's middle is kept."""
+    geo = Letterbox.fit(640, 480, 224, 224, ResizeMode.center_crop)
+    assert (geo.crop_x, geo.crop_y, geo.crop_w, geo.crop_h) == (80, 0, 480, 480)
+    whole = geo.input_norm_to_frame(np.array([[0.0, 0.0, 1.0, 1.0]], np.float32))
+    np.testing.assert_allclose(whole, [[80, 0, 560, 480]], atol=1e-3)
+    np.testing.assert_allclose(geo.frame_to_input_norm(whole), [[0, 0, 1, 1]], atol=1e-6)
+    spec = InputSpec(width=224, height=224, layout=Layout.NCHW, resize=ResizeMode.center_crop)
+    tensor = TensorInfo("input", spec.tensor_shape(), np.dtype(np.float32))
+    frame = _frame(640, 480)
+    dst = np.zeros(spec.tensor_shape(), np.float32)
+    Preprocessor(spec, tensor).write(frame, PixelFormat.BGR, 640, 480, dst)
+    crop = cv2.resize(frame[:, 80:560], (224, 224), interpolation=cv2.INTER_AREA)[:, :, ::-1]
+    np.testing.assert_allclose(dst[0], crop.transpose(2, 0, 1) / 255.0, atol=1e-6)
+    yuv = np.zeros(spec.tensor_shape(), np.float32)  # a YUV frame is converted whole, then cropped
+    Preprocessor(spec, tensor).write(cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420), PixelFormat.YUV420, 640, 480, yuv)
+    assert np.abs(yuv - dst).mean() < 0.03
