@@ -115,6 +115,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         detector = _open_detector(cfg)
     source = build_source(cfg.source)
+    if cfg.source.type != "synthetic":
+        _say_if_demo(model_path if updater is not None else _configured_model_path(cfg), detector)
     sinks = [build_sink(s) for s in cfg.sinks]
     context = AgentContext.from_config(cfg, _config_path(args.config))  # device id, state dir, config file
     for sink in sinks:
@@ -166,6 +168,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     snap = stats.snapshot()
     log.info("stopped after %d frames (%d dropped at the source)", snap["frames"], snap["frames_dropped"])
     return EXIT_OK
+
+
+def _say_if_demo(model_path: Path, detector: Any) -> None:
+    """Once, before the first result: the demo model on real images reports confident nonsense."""
+    from agent.demo import demo_notice, is_demo_model
+
+    if is_demo_model(model_path):
+        log.warning(demo_notice(list(detector.manifest.labels)))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -248,6 +258,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if args.model:
         cfg.model.path = Path(args.model)
     detector = _open_detector(cfg)
+    _say_if_demo(_configured_model_path(cfg), detector)
     try:
         return detect_images(detector, [Path(p) for p in args.images], Path(args.save_annotated) if args.save_annotated else None)
     finally:

@@ -30,3 +30,21 @@ def demo_model_path(variant: str = "tflite-int8") -> Path:
 def selftest_dir() -> Path:
     """Bundled held-out frames with ground truth (used by self-tests)."""
     return demo_root() / "selftest"
+
+
+def is_demo_model(path: Path) -> bool:
+    """True when ``path`` (a model file or folder) is one of the bundled demo variants."""
+    try:
+        root = demo_root().resolve()
+    except ModelFileError:
+        return False
+    return path.resolve().is_relative_to(root)
+
+
+def demo_notice(labels: list[str]) -> str:
+    """What the demo model knows, and how to run a real one: said once when it meets real images."""
+    return (
+        f"the bundled demo model only knows {len(labels)} synthetic shapes ({', '.join(labels)}) as the synthetic source "
+        "draws them; on photos or camera frames its detections mean nothing. Point model.path in the config "
+        "(or detect --model) at a real .tflite/.onnx model; README 'Converters' makes one from PyTorch, ONNX or TensorFlow"
+    )
