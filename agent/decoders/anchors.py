@@ -5,7 +5,9 @@ The model emits box regressors ``[1, A, 4+K]`` (K extra keypoint values, ignored
 as MediaPipe's ``SsdAnchorsCalculator`` does, and the boxes decoded as its
 ``TfLiteTensorsToDetectionsCalculator`` does (linear box size, no exponential). Scores are
 thresholded in the logit domain (and in the integer domain for int8 outputs) so the sigmoid and
-the box decode run on survivors only.
+the box decode run on survivors only. Overlaps are resolved as MediaPipe's detector graphs do it
+(``NonMaxSuppressionCalculator`` with ``algorithm: WEIGHTED``): a kept box is the score-weighted
+mean of the boxes it suppresses, not the top box alone.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel
 
-from agent.decoders._common import ScoreGate, clip_unit, dequantize, describe, empty_output, require_count, sigmoid, suppress
+from agent.decoders._common import ScoreGate, clip_unit, dequantize, describe, empty_output, require_count, sigmoid
 from agent.decoders.base import DecodedOutput, Decoder, TensorInfo
+from agent.decoders.nms import iou
 from agent.errors import DecoderError
 from agent.manifest import AnchorsDecoder, Thresholds
 
@@ -93,6 +96,33 @@ def generate_anchors(spec: AnchorsDecoder, input_width: int, input_height: int) 
         )
         layer = last
     return np.concatenate(blocks).astype(np.float32), notes
+
+
+def weighted_nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, thresholds: Thresholds) -> DecodedOutput:
+    """MediaPipe's WEIGHTED suppression, per class: the best remaining box absorbs every same-class box whose IoU
+    with it exceeds ``thresholds.iou`` (itself included) and becomes their score-weighted mean box; it keeps its
+    own score. Runs once per kept detection, on the few score-filtered candidates.
+    """
+    remaining = np.argsort(-scores, kind="stable")
+    kept_boxes: list[np.ndarray] = []
+    kept: list[int] = []
+    while remaining.size and len(kept) < thresholds.max_detections:
+        top = remaining[0]
+        merged = (class_ids[remaining] == class_ids[top]) & (np.atleast_1d(iou(boxes[top], boxes[remaining])) > thresholds.iou)
+        merged[0] = True  # a zero-area box has IoU 0 even with itself
+        members = remaining[merged]
+        weights = scores[members].astype(np.float64)
+        total = weights.sum()
+        kept_boxes.append(weights @ boxes[members] / total if total > 0 else boxes[top])
+        kept.append(int(top))
+        remaining = remaining[~merged]
+    if not kept:
+        return empty_output()
+    return DecodedOutput(
+        boxes=clip_unit(np.asarray(kept_boxes, dtype=np.float32)),
+        scores=scores[kept].astype(np.float32, copy=False),
+        class_ids=class_ids[kept].astype(np.int64, copy=False),
+    )
 
 
 def _assign_outputs(outputs: Sequence[TensorInfo], num_classes: int | None) -> tuple[int, int] | None:
@@ -186,8 +216,9 @@ class SSDAnchors(Decoder):
         cx = reg[:, 0] * anchors[:, 2] + anchors[:, 0]
         cy = reg[:, 1] * anchors[:, 3] + anchors[:, 1]
         half_w, half_h = reg[:, 2] * anchors[:, 2] * 0.5, reg[:, 3] * anchors[:, 3] * 0.5
-        boxes = clip_unit(np.stack((cx - half_w, cy - half_h, cx + half_w, cy + half_h), axis=1))
-        return suppress(boxes, scores, class_ids, self.thresholds)
+        # merged before clipping, as MediaPipe does (it never clips); the kept boxes are clipped to the input
+        boxes = np.stack((cx - half_w, cy - half_h, cx + half_w, cy + half_h), axis=1)
+        return weighted_nms(boxes, scores, class_ids, self.thresholds)
 
     @classmethod
     def guess(cls, outputs: Sequence[TensorInfo], num_classes: int | None) -> BaseModel | None:

@@ -72,7 +72,7 @@ def blazeface_outputs(box_order="xywh"):
     reg[0, 300, :4] = [12.8, -6.4, 32.0, 16.0]  # x, y, w, h in input pixels (scales are 128)
     reg[0, 300, 4:] = 77.0  # keypoints: ignored
     logits[0, 300, 0] = 2.0
-    reg[0, 301, :4] = [13.0, -6.0, 32.0, 16.0]  # same cell, near-identical box: suppressed by NMS
+    reg[0, 301, :4] = [13.0, -6.0, 32.0, 16.0]  # same cell, near-identical box: merged into anchor 300's (weighted NMS)
     logits[0, 301, 0] = 1.0
     # Anchor 700: stride-16 block, cell (700-512)//6 = 31 = row 3, column 7 -> centre (7.5/8, 3.5/8).
     reg[0, 700, :4] = [0.0, 0.0, 16.0, 32.0]
@@ -83,13 +83,16 @@ def blazeface_outputs(box_order="xywh"):
     return reg, logits
 
 
+FACE_300 = np.array([0.50625 - 0.125, 0.54375 - 0.0625, 0.50625 + 0.125, 0.54375 + 0.0625])
+FACE_301 = FACE_300 + np.array([0.2, 0.4, 0.2, 0.4]) / 128  # regressor 301 moves the centre by (0.2, 0.4) px
+W300, W301 = 1 / (1 + math.exp(-2.0)), 1 / (1 + math.exp(-1.0))
 EXPECTED_BOXES = np.array(
     [
-        [0.50625 - 0.125, 0.54375 - 0.0625, 0.50625 + 0.125, 0.54375 + 0.0625],
+        (W300 * FACE_300 + W301 * FACE_301) / (W300 + W301),  # MediaPipe's WEIGHTED NMS: the score-weighted mean
         [0.9375 - 0.0625, 0.4375 - 0.125, 1.0, 0.4375 + 0.125],  # x2 = 1.0 after clipping
     ]
 )
-EXPECTED_SCORES = [1 / (1 + math.exp(-2.0)), 1 / (1 + math.exp(-0.5))]
+EXPECTED_SCORES = [W300, 1 / (1 + math.exp(-0.5))]  # a merged box keeps its best member's score
 
 
 @pytest.mark.parametrize("box_order", ["xywh", "yxhw"])
@@ -146,3 +149,20 @@ def test_score_width_must_fit_the_labels():
     infos = [TensorInfo("a", (1, 896, 16), np.dtype(np.float32)), TensorInfo("b", (1, 896, 5), np.dtype(np.float32))]
     with pytest.raises(DecoderError, match=r"(?s)C=3.*'b': shape \[1, 896, 5\]"):
         build_decoder(BLAZEFACE, infos, (128, 128), 3, TH)
+
+
+def test_weighted_nms_merges_overlaps_and_keeps_the_rest():
+    """MediaPipe's WEIGHTED suppression: members above the IoU threshold are averaged by score, others stay."""
+    from agent.decoders.anchors import weighted_nms
+
+    boxes = np.array([[0.1, 0.1, 0.3, 0.3], [0.12, 0.1, 0.32, 0.3], [0.2, 0.1, 0.4, 0.3], [0.6, 0.6, 0.8, 0.8]], np.float32)
+    scores = np.array([0.9, 0.6, 0.5, 0.7], np.float32)
+    out = weighted_nms(boxes, scores, np.zeros(4, np.int64), Thresholds(score=0.5, iou=0.3, max_detections=10))
+    # IoU(0, 1) = 0.818 merges; IoU(0, 2) = 0.333 merges too (> 0.3); box 3 does not overlap
+    expected = (0.9 * boxes[0] + 0.6 * boxes[1] + 0.5 * boxes[2]) / 2.0
+    np.testing.assert_allclose(out.boxes, [expected, boxes[3]], atol=1e-6)
+    np.testing.assert_allclose(out.scores, [0.9, 0.7])
+    stricter = weighted_nms(boxes, scores, np.zeros(4, np.int64), Thresholds(score=0.5, iou=0.5, max_detections=10))
+    assert stricter.scores.tolist() == pytest.approx([0.9, 0.7, 0.5])  # box 2 (IoU 0.333) now stands alone
+    per_class = weighted_nms(boxes, scores, np.array([0, 1, 0, 0]), Thresholds(score=0.5, iou=0.3, max_detections=2))
+    assert per_class.class_ids.tolist() == [0, 0] and per_class.scores.tolist() == pytest.approx([0.9, 0.7])  # capped at 2

@@ -2,7 +2,8 @@
 
 Reference: MediaPipe's own face detection solution on the same photographs (build_mediapipe.py), i.e. its
 letterbox (black border), [-1, 1] input, SSD anchors, decoding and weighted NMS. The agent gets nothing but
-the .tflite path and the score threshold the MediaPipe graph itself applies (0.5 short, 0.6 full range).
+the .tflite path and the thresholds the MediaPipe graph itself applies (score 0.5 short range, 0.6 full range;
+suppression IoU 0.3), given as a user gives thresholds in the config.
 Faceless photos (a cat, coffee, a motorcycle) must give no face: fed [0, 1] instead of [-1, 1], the
 short-range model calls the cat a face.
 """
@@ -20,6 +21,7 @@ from tests.conformance.formats.conftest import load_reference, read_image
 
 pytestmark = pytest.mark.slow
 
+MEDIAPIPE_IOU = 0.3  # the graphs' NonMaxSuppressionCalculator min_suppression_threshold (WEIGHTED)
 MODELS = {
     "short_range": "face_detection_short_range.tflite",
     "full_range": "face_detection_full_range_sparse.tflite",
@@ -39,7 +41,7 @@ def test_reference_is_meaningful(mediapipe_faces: Path) -> None:
 def test_bare_model_matches_mediapipe(mediapipe_faces: Path, name: str) -> None:
     reference = load_reference(mediapipe_faces, f"reference_{name}.json")
     threshold = reference["threshold"]
-    detector = load_detector(mediapipe_faces / MODELS[name], thresholds=Thresholds(score=threshold))
+    detector = load_detector(mediapipe_faces / MODELS[name], thresholds=Thresholds(score=threshold, iou=MEDIAPIPE_IOU))
     problems, matched = [], 0
     try:
         for image, expected in reference["images"].items():
