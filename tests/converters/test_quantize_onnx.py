@@ -49,8 +49,9 @@ def test_quantize_onnx_demo(method, torch_python, conversions, calibration_dir):
 def test_quantize_onnx_reports_latency(fmt, torch_python, calibration_dir, tmp_path):
     """Both models are timed on this machine; the notice is there exactly when int8 is the slower one."""
     out = tmp_path / fmt
-    proc = ok(run(torch_python, str(DEMO_ONNX), "--calibration", str(calibration_dir), "--format", fmt, "-o", str(out),
-                  tool="quantize"))
+    proc = ok(
+        run(torch_python, str(DEMO_ONNX), "--calibration", str(calibration_dir), "--format", fmt, "-o", str(out), tool="quantize")
+    )
     q = json.loads((out / "model.json").read_text())["quantization"]
     latency = q["latency"]
     assert q["format"] == {"qdq": "QDQ", "qoperator": "QOperator"}[fmt]
