@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.detector import load_detector
-from agent.manifest import Thresholds
+from agent.detector import Detector, load_detector
+from agent.manifest import ColorOrder, InputSpec, ResizeMode, Thresholds
 from tests.conformance import refs
 from tests.conformance.formats.conftest import load_reference, read_image
 
@@ -47,3 +47,25 @@ def test_bare_model_matches_the_op(ssd_postprocess: Path, kind: str) -> None:
         detector.close()
     assert not problems, f"{len(problems)} images differ ({matched} boxes matched):\n" + "\n".join(problems)
     assert matched >= 20, f"only {matched} boxes compared"
+
+
+@pytest.mark.parametrize("wrong", [{"resize": ResizeMode.letterbox}, {"color": ColorOrder.BGR}], ids=["letterbox", "bgr"])
+def test_wrong_preprocessing_is_seen(ssd_postprocess: Path, wrong: dict[str, object]) -> None:
+    """Control: the same model fed a letterboxed or BGR frame no longer matches, so the comparison sees preprocessing."""
+    reference = load_reference(ssd_postprocess)
+    threshold = reference["threshold"]
+    bare = load_detector(ssd_postprocess / "float.tflite", thresholds=Thresholds(score=threshold))
+    spec = InputSpec.model_validate({**bare.manifest.input.model_dump(), **wrong})
+    detector = Detector(bare.path, bare.manifest.model_copy(update={"input": spec}), "control", bare.backend, bare.sha256)
+    differing = 0
+    try:
+        for image, expected in reference["models"]["float"]["images"].items():
+            try:
+                refs.assert_detections_match(
+                    detector.detect(read_image(ssd_postprocess, image)), expected["detections"], threshold, image
+                )
+            except AssertionError:
+                differing += 1
+    finally:
+        bare.close()
+    assert differing >= len(reference["models"]["float"]["images"]) // 2, f"only {differing} images changed under {wrong}"
