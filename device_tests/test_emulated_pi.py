@@ -43,10 +43,11 @@ def pi(host_tools: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
     try:
         ch = Chroot(ov)
         assert ch.run("uname -m; dpkg --print-architecture").stdout.split() == ["aarch64", "arm64"]
-        # what a Pi user downloads: install.sh and the wheel, side by side
+        # what a Pi user downloads: install.sh, its tested pip constraints and the wheel, side by side
         home = ov.root / "home/pi"
         home.mkdir(parents=True)
         (home / "install.sh").write_bytes((REPO / "scripts/install.sh").read_bytes())
+        (home / "pi-constraints.txt").write_bytes((REPO / "scripts/pi-constraints.txt").read_bytes())
         (home / wheel.name).write_bytes(wheel.read_bytes())
         make_video(home / "demo.avi")
         t0 = time.monotonic()
@@ -71,6 +72,35 @@ def test_install_script_in_the_emulated_pi(pi: tuple[Chroot, str]) -> None:
     assert "ExecStart=/opt/edge-agent/venv/bin/edge-agent run" in listing
     assert "root:edge-agent 640" in listing
     assert "include-system-site-packages = true" in listing
+
+
+# issue 16: the device venv was 484 MiB with both runtimes always installed; LiteRT alone must fit in this
+MAX_VENV_MIB = 300
+
+
+def test_install_size_and_tested_bounds(pi: tuple[Chroot, str]) -> None:
+    """The arm64 venv's size (printed), LiteRT only by default, every version within pi-constraints.txt."""
+    ch, out = pi
+    assert "pip constraints: the tested upper bounds in /home/pi/pi-constraints.txt" in out
+    venv = "/opt/edge-agent/venv"
+    total = int(ch.run(f"du -sm {venv} | cut -f1").stdout.strip())
+    biggest = ch.run(f"du -sm {venv}/lib/python3*/site-packages/* | sort -rn | head -8").stdout
+    print(f"arm64 device venv: {total} MiB (LiteRT only)\nlargest:\n{biggest}")
+    listed = json.loads(ch.run(f"{venv}/bin/python -m pip list --format json --disable-pip-version-check").stdout)
+    installed = {p["name"].lower().replace("_", "-"): p["version"] for p in listed}
+    print("versions: " + ", ".join(f"{n} {installed[n]}" for n in ("numpy", "opencv-python-headless", "ai-edge-litert")))
+    assert "onnxruntime" not in installed, "the default install takes LiteRT only (edge-agent[onnx] adds ONNX Runtime)"
+    check = ch.run(f"{venv}/bin/python -m pip check --disable-pip-version-check", check=False)
+    assert check.returncode == 0, check.stdout
+    from packaging.requirements import Requirement
+
+    for line in (REPO / "scripts/pi-constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            bound = Requirement(line)
+            name = bound.name.lower().replace("_", "-")
+            if name in installed:
+                assert bound.specifier.contains(installed[name], prereleases=True), f"{name} {installed[name]} breaks {bound}"
+    assert total <= MAX_VENV_MIB, f"the device venv is {total} MiB (target <= {MAX_VENV_MIB})"
 
 
 def test_demo_model_on_a_file_source_reaches_the_host_broker(pi: tuple[Chroot, str], broker: tuple[str, int]) -> None:

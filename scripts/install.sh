@@ -4,13 +4,15 @@
 #
 #   sudo scripts/install.sh                       from this checkout
 #   sudo ./install.sh --from edge_agent-0.1.0-py3-none-any.whl   (or an sdist .tar.gz, or a checkout dir)
+#   sudo scripts/install.sh --with-onnx           also ONNX Runtime, for .onnx models (edge-agent[onnx], +57 MiB)
 #   sudo scripts/install.sh --dry-run             print every step, change nothing
 #   sudo scripts/install.sh --uninstall [--purge] remove the service and /opt/edge-agent (--purge: config and state too)
 #
 # What lands where: /opt/edge-agent/venv (the agent, a venv with --system-site-packages so apt's
 # picamera2/libcamera are visible), /etc/edge-agent/config.yaml (from the template, never
 # overwritten), /etc/systemd/system/edge-agent.service, /var/lib/edge-agent (state, made by systemd),
-# system user/group edge-agent (member of video for the camera).
+# system user/group edge-agent (member of video for the camera). pip installs with the tested upper
+# bounds of pi-constraints.txt (scripts/ in a checkout, or beside this script) as /opt/edge-agent/constraints.txt.
 set -euo pipefail
 
 PREFIX=/opt/edge-agent
@@ -21,14 +23,15 @@ SERVICE_USER=edge-agent
 # apt's picamera2 is built against bookworm's numpy 1.24; opencv-python-headless >= 4.12 needs numpy 2.
 PICAMERA2_PINS=("numpy<2" "opencv-python-headless<=4.11.0.86")
 
-DRY_RUN=0 UNINSTALL=0 PURGE=0 START=1 FROM="" TRUSTED_ROOT=""
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+DRY_RUN=0 UNINSTALL=0 PURGE=0 START=1 FROM="" TRUSTED_ROOT="" EXTRAS=""
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY_RUN=1 ;;
     --uninstall) UNINSTALL=1 ;;
     --purge) PURGE=1 ;;
     --no-start) START=0 ;;
+    --with-onnx) EXTRAS="[onnx]" ;;
     --from) FROM=${2:?--from needs a wheel, sdist or directory}; shift ;;
     --trusted-root) TRUSTED_ROOT=${2:?--trusted-root needs a file}; shift ;;
     -h | --help) usage; exit 0 ;;
@@ -141,22 +144,35 @@ else
   run python3 -m venv --system-site-packages "$VENV"
 fi
 PIP_ARGS=(--disable-pip-version-check --no-input --upgrade --upgrade-strategy only-if-needed)
-if [ "$HAVE_PICAMERA2" = 1 ]; then
-  say "picamera2 present: pinning ${PICAMERA2_PINS[*]} so apt's picamera2 stays importable"
-  CONSTRAINTS=$PREFIX/constraints.txt
+CONSTRAINTS=$PREFIX/constraints.txt
+TESTED=""
+for c in "$CHECKOUT/scripts/pi-constraints.txt" "$SCRIPT_DIR/pi-constraints.txt"; do
+  [ -f "$c" ] && { TESTED=$c; break; }
+done
+if [ -n "$TESTED" ]; then
+  say "pip constraints: the tested upper bounds in $TESTED"
+  run install -m 0644 "$TESTED" "$CONSTRAINTS"
+else
+  say "warning: pi-constraints.txt not found beside the script: only ${PICAMERA2_PINS[*]} are bounded"
   if [ "$DRY_RUN" = 1 ]; then
     printf '  + write %s: %s\n' "$CONSTRAINTS" "${PICAMERA2_PINS[*]}"
   else
     printf '%s\n' "${PICAMERA2_PINS[@]}" > "$CONSTRAINTS"
   fi
-  PIP_ARGS+=(-c "$CONSTRAINTS" "${PICAMERA2_PINS[@]}")
+fi
+PIP_ARGS+=(-c "$CONSTRAINTS")
+if [ "$HAVE_PICAMERA2" = 1 ]; then
+  # named as requirements too: an upgrade must also move a numpy 2 already in the venv back to 1.x
+  say "picamera2 present: pinning ${PICAMERA2_PINS[*]} so apt's picamera2 stays importable"
+  PIP_ARGS+=("${PICAMERA2_PINS[@]}")
 fi
 # A checkout or sdist is built into a wheel by pip; the same version installed again is replaced.
 run "$VENV/bin/python" -m pip install "${PIP_ARGS[@]}" --force-reinstall --no-deps "$FROM"
-run "$VENV/bin/python" -m pip install "${PIP_ARGS[@]}" "$FROM"
+run "$VENV/bin/python" -m pip install "${PIP_ARGS[@]}" "$FROM$EXTRAS"
 if [ "$DRY_RUN" = 0 ]; then
   say "installed: $("$VENV/bin/edge-agent" --version 2>/dev/null || "$VENV/bin/python" -m pip show edge-agent | sed -n 's/^Version: /edge-agent /p')"
   [ "$HAVE_PICAMERA2" = 0 ] || "$VENV/bin/python" -c 'import picamera2' || die "picamera2 does not import in $VENV"
+  say "venv size: $(du -sm "$VENV" | cut -f1) MiB (runtimes: LiteRT${EXTRAS:+ and ONNX Runtime})"
 fi
 
 # ---------------------------------------------------------------------------------- config
