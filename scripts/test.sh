@@ -20,6 +20,7 @@ SAY
 # System packages the tests start for real (a Mosquitto broker of their own, ...).
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto mosquitto-clients)
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)  # promtool check metrics (tests/mqtt/test_prometheus_metrics.py)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

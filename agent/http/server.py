@@ -112,11 +112,12 @@ class ApiState:
     def render_metrics(self) -> bytes:
         from prometheus_client import CollectorRegistry
 
-        from agent.http.metrics import AgentMetrics, render
+        from agent.http.metrics import AgentMetrics, register_standard_collectors, render
 
         if self._registry is None:
             self._registry = CollectorRegistry(auto_describe=False)
             self._registry.register(AgentMetrics(self.pipeline, self._telemetry, self.counts))
+            register_standard_collectors(self._registry)  # process_* and python_info
         return render(self._registry)
 
     def status(self) -> AgentStatus:

@@ -49,12 +49,12 @@ def test_metrics_parse_and_carry_the_telemetry_figures(client: httpx.Client, age
     families = {f.name: f for f in text_string_to_metric_families(r.text)}
     for name in (
         "edge_agent_model_info",
-        "edge_agent_inference_fps",
-        "edge_agent_source_fps",
+        "edge_agent_build_info",
+        "edge_agent_frames_captured",
         "edge_agent_frames_processed",
         "edge_agent_frames_dropped",
-        "edge_agent_resident_memory_bytes",
-        "edge_agent_process_cpu_percent",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds",
         "edge_agent_stage_latency_seconds",
         "edge_agent_http_detect_requests",
     ):
