@@ -30,24 +30,38 @@ def _bare_copy(kind: str, tmp_path: Path) -> Path:
     return model
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_bare_load_matches_task_library(kind: str, tmp_path: Path) -> None:
-    expected = reference()["models"][kind]["images"]
+def _compare(kind: str, folder: str, tmp_path: Path) -> None:
+    """The bare-loaded model's top-5 on every image of ``folder`` against the Task Library's, labels included."""
+    expected = reference()["models"][kind][folder]
     # no score floor: the reference lists its top-5 whatever their scores
     detector = load_detector(_bare_copy(kind, tmp_path), thresholds=Thresholds(score=0.0))
     try:
         for name, answer in sorted(expected.items()):
-            image = cv2.imread(str(classifier_fixture() / "images" / name), cv2.IMREAD_COLOR)
+            image = cv2.imread(str(classifier_fixture() / folder / name), cv2.IMREAD_COLOR)
             results = detector.detect(image)
-            ours = [(d.class_id, d.score) for d in results]
-            assert_topk_match(ours, answer["top5"], f"{kind} {name}")
-            top = answer["top5"][0]
-            # the labels come from the file's metadata: the best class carries the reference's own name for it
-            assert results[0].class_id != top[0] or results[0].label == answer["labels"][0], (
-                f"{kind} {name}: class {top[0]} is {results[0].label!r}, the Task Library calls it {answer['labels'][0]!r}"
-            )
+            assert_topk_match([(d.class_id, d.score) for d in results], answer["top5"], f"{kind} {name}")
+            # labels come from the file's metadata: each class carries the reference's own name for it
+            theirs = {c: label for (c, _), label in zip(answer["top5"], answer["labels"], strict=True)}
+            ours = {d.class_id: d.label for d in results if d.class_id in theirs}
+            assert ours == {c: theirs[c] for c in ours}, f"{kind} {name}: labels {ours} vs the Task Library's {theirs}"
     finally:
         detector.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bare_load_matches_task_library(kind: str, tmp_path: Path) -> None:
+    """Images at the model's input size: no resampling, so every other step of the preprocessing is compared."""
+    _compare(kind, "images", tmp_path)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="resampling differs: the Task Library resizes with libyuv's bilinear filter, the agent with OpenCV; on "
+    "320x240 scenes scores move by up to 0.045 and close classes swap ranks. Strict: passing means it was fixed.",
+)
+@pytest.mark.parametrize("kind", KINDS)
+def test_resized_frames_match_task_library(kind: str, tmp_path: Path) -> None:
+    _compare(kind, "resized", tmp_path)
 
 
 WRONG_INPUTS = {

@@ -3,8 +3,9 @@
 For each model of step 1 (``float.tflite``, ``uint8.tflite``) it writes ``<kind>_metadata.tflite`` with
 ``metadata_writers.image_classifier`` (normalization mean/std 127.5, a 1000-line labels file packed into the
 model), the writer's own JSON rendering of that metadata (``<kind>_writer_metadata.json``, what the agent's reader is
-checked against), and the Task Library ImageClassifier's top-5 on every image (``reference.json``): that
-classifier reads the metadata itself (labels, normalization) and does its own resize.
+checked against), and the Task Library ImageClassifier's top-5 on every image (``reference.json``: ``images`` at
+the model's size, ``resized`` at 320x240): that classifier reads the metadata itself (labels, normalization) and
+does its own resize.
 
 Usage: python write_metadata.py --out DIR --models STEP1_DIR
 """
@@ -122,8 +123,9 @@ def main() -> None:
     parser.add_argument("--models", type=Path, required=True, help="step 1's output folder")
     args = parser.parse_args()
     out: Path = args.out
-    shutil.copytree(args.models / "images", out / "images", dirs_exist_ok=True)
-    images = sorted((out / "images").glob("*.png"))
+    for folder in ("images", "resized"):
+        shutil.copytree(args.models / folder, out / folder, dirs_exist_ok=True)
+    images, resized = sorted((out / "images").glob("*.png")), sorted((out / "resized").glob("*.png"))
     label_file = out / "labels.txt"
     label_file.write_text("\n".join(labels()) + "\n")
     reference: dict = {"threshold": 0.0, "normalization": {"mean": MEAN, "std": STD}, "models": {}}
@@ -134,7 +136,7 @@ def main() -> None:
         model = out / f"{kind}_metadata.tflite"
         writer_utils.save_file(writer.populate(), str(model))
         (out / f"{kind}_writer_metadata.json").write_text(writer.get_metadata_json())
-        reference["models"][kind] = {"file": model.name, "images": classify(model, images)}
+        reference["models"][kind] = {"file": model.name, "images": classify(model, images), "resized": classify(model, resized)}
         for name, answer in reference["models"][kind]["images"].items():
             print(kind, name, " ".join(f"{i}:{s:.3f}" for i, s in answer["top5"]))
     (out / "reference.json").write_text(json.dumps(reference, indent=1))
