@@ -269,8 +269,11 @@ def describe_bare(
         resize, pad = (ResizeMode.stretch if task is Task.classify else ResizeMode.letterbox), 114
     sources["input.resize"] = sources["input.pad_value"] = conv
     sources["input.color"] = TENSOR if channels == 1 else (conv if family else f"{GUESS} (RGB)")
+    # only a file that names its family (Ultralytics writes metadata into every export) earns this convention
+    named = family is not None and metadata.family == family.name
     if (
-        family is not None
+        named
+        and family is not None
         and family.tflite_boxes_normalized
         and path.suffix.lower() == ".tflite"
         and hasattr(spec, "boxes_normalized")

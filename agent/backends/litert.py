@@ -83,6 +83,7 @@ class LiteRTBackend(Backend):
 
     def __init__(self, model_path: Path, options: BackendOptions) -> None:
         super().__init__(model_path, options)
+        self._resized = False
         check_tflite_file(model_path)
         interpreter_cls, load_delegate = _import_interpreter()
         delegates = self._load_delegates(load_delegate)
@@ -90,33 +91,46 @@ class LiteRTBackend(Backend):
             self._interp = interpreter_cls(
                 model_path=str(model_path), num_threads=options.threads, experimental_delegates=delegates or None
             )
+            self._fix_input_shape()
             self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             if delegates:
                 log.warning("delegate %s failed on %s (%s); falling back to CPU", options.delegate, model_path, exc)
                 self.delegate_in_use = None
                 self._interp = interpreter_cls(model_path=str(model_path), num_threads=options.threads)
-                self._interp.allocate_tensors()
+                self._fix_input_shape()
+                self._allocate()
+            elif self._resized:
+                self._allocate()  # raises the error naming the input size
             else:
                 raise ModelFileError(f"{model_path} cannot be loaded by LiteRT: {exc}") from None
+        if any(_declared(d).dynamic for d in self._interp.get_output_details()):
+            self._interp.invoke()  # shapes computed in the graph are known only after one run (a dry run at load)
         in_details = self._interp.get_input_details()
-        if len(in_details) != 1:
-            raise ModelFileError(f"{model_path} has {len(in_details)} inputs; only single-image-input models are supported")
-        shape = fixed_input_shape(_declared(in_details[0]), options.input_size, model_path)
-        if tuple(int(d) for d in in_details[0]["shape"]) != shape:
-            try:
-                self._interp.resize_tensor_input(in_details[0]["index"], list(shape), strict=False)
-                self._interp.allocate_tensors()
-            except (ValueError, RuntimeError) as exc:
-                raise ManifestError(
-                    f"{model_path}: LiteRT cannot run input {in_details[0]['name']!r} at shape {list(shape)} ({exc}); "
-                    "check model.input_size (or the manifest's input.width/input.height)"
-                ) from None
-            in_details = self._interp.get_input_details()
         self._input = _info(in_details[0])
         self._outputs = [_info(d) for d in self._interp.get_output_details()]
         self._input_view = self._interp.tensor(in_details[0]["index"])
         self._output_views = [self._interp.tensor(d["index"]) for d in self._interp.get_output_details()]
+
+    def _fix_input_shape(self) -> None:
+        """Dynamic input (shape_signature -1): batch 1 and ``options.input_size``, before the first allocation."""
+        details = self._interp.get_input_details()
+        if len(details) != 1:
+            raise ModelFileError(f"{self.model_path} has {len(details)} inputs; only single-image-input models are supported")
+        shape = fixed_input_shape(_declared(details[0]), self.options.input_size, self.model_path)
+        self._resized = tuple(int(d) for d in details[0]["shape"]) != shape
+        if self._resized:
+            self._interp.resize_tensor_input(details[0]["index"], list(shape), strict=False)
+
+    def _allocate(self) -> None:
+        try:
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            shape = list(self._interp.get_input_details()[0]["shape"])
+            raise ManifestError(
+                f"{self.model_path}: LiteRT cannot run the model at input shape {shape} ({exc}); "
+                "check model.input_size (or the manifest's input.width/input.height)"
+            ) from None
 
     @classmethod
     def declared_tensors(cls, model_path: Path) -> tuple[list[DeclaredTensor], list[DeclaredTensor]]:
