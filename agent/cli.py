@@ -13,7 +13,7 @@ from typing import Any
 
 from agent.bench_model import register as register_bench_model
 from agent.cli_conventions import add_json_options, add_version_everywhere, run_with_json_output
-from agent.errors import AgentError, ConfigError, ModelError, SourceError
+from agent.errors import AgentError, BackendUnavailableError, ConfigError, ModelError, SourceError
 from agent.http.bench import register as register_http
 from agent.mqtt_cli import register as register_mqtt
 from agent.ota.bench import register as register_ota
@@ -344,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     except SourceError as exc:
         print(error_text(f"source error: {exc}"), file=sys.stderr)
         return EXIT_SOURCE
+    except BackendUnavailableError as exc:  # a restart cannot install a runtime: stop like a bad config
+        print(error_text(f"config error: {exc}"), file=sys.stderr)
+        return EXIT_CONFIG
     except AgentError as exc:
         print(error_text(f"error: {exc}"), file=sys.stderr)
         return EXIT_FAILURE

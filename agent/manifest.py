@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from agent.errors import ManifestError, ModelFileError
+from agent.errors import BackendUnavailableError, ManifestError, ModelFileError
 
 MANIFEST_SCHEMA_VERSION = 1
 EMBEDDED_TFLITE_MEMBER = "metadata.json"
@@ -260,7 +260,12 @@ def read_embedded_manifest(model_path: Path) -> ModelManifest | None:
 
 
 def _read_onnx_metadata_via_ort(model_path: Path) -> ModelManifest | None:
-    import onnxruntime as ort
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise BackendUnavailableError(
+            f"{model_path} is an ONNX model and ONNX Runtime is not installed: pip install 'edge-agent[onnx]'"
+        ) from None
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1

@@ -40,7 +40,10 @@ def _import_ort() -> Any:
     try:
         import onnxruntime
     except ImportError:
-        raise BackendUnavailableError("onnxruntime is not installed: pip install onnxruntime") from None
+        raise BackendUnavailableError(
+            "ONNX Runtime is not installed (the plain install runs .tflite models only): pip install 'edge-agent[onnx]', "
+            "or scripts/install.sh --with-onnx on a Pi"
+        ) from None
     return onnxruntime
 
 

@@ -196,3 +196,14 @@ def test_a_delegate_that_is_not_a_delegate_library(tmp_path: Path, library: str)
     for proc in (check, run):
         assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
     assert "running" in run.stderr and "on the CPU" in run.stderr
+
+
+def test_an_onnx_model_without_onnx_runtime_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.cli import main
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # the plain install: LiteRT only
+    path = _write(tmp_path, "model:\n  variant: onnx-int8\n")
+    assert main(["check", "-c", str(path)]) == 2  # a restart cannot install a runtime: no systemd restart loop
+    assert "pip install 'edge-agent[onnx]'" in capsys.readouterr().err
