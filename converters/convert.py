@@ -84,7 +84,7 @@ def convert_to_tflite(opts: ConvertOptions) -> ConvertResult:
     worst = _parity(source, fp32, check, layout, opts.parity_tolerance)
 
     outputs = _fp32_outputs(fp32, check)
-    labels = opts.labels or _default_labels(outputs)
+    labels = opts.labels or source.labels or _default_labels(outputs)
     decoder = opts.decoder or _guess_decoder(fp32, outputs, len(labels))
     guard = head_guard.inspect(decoder, outputs)
     float_head = opts.quantize == "int8" and not opts.quantize_head

@@ -12,6 +12,7 @@ from converters.errors import ModelLoadError, UnknownInputKindError
 class InputKind(StrEnum):
     torch_factory = "torch-factory"  # "package.module:callable" (+ optional --weights state dict)
     torch_pickle = "torch-pickle"  # torch.save(model)
+    ultralytics_pt = "ultralytics-pt"  # an Ultralytics checkpoint (best.pt): loaded without the ultralytics package
     torchscript = "torchscript"  # torch.jit.save
     exported_program = "exported-program"  # torch.export.save (.pt2)
     onnx = "onnx"
@@ -23,6 +24,7 @@ class InputKind(StrEnum):
 PATH_OF_KIND = {
     InputKind.torch_factory: "litert-torch",
     InputKind.torch_pickle: "litert-torch",
+    InputKind.ultralytics_pt: "litert-torch",
     InputKind.torchscript: "litert-torch",
     InputKind.exported_program: "litert-torch",
     InputKind.onnx: "onnx2tf",
@@ -84,7 +86,9 @@ def _zip_kind(path: Path) -> InputKind:
     if any("serialized_exported_program" in n or "/models/" in n for n in names):
         return InputKind.exported_program
     if any(n.endswith("/data.pkl") for n in names):
-        return InputKind.torch_pickle
+        from converters.ultralytics_pt import is_ultralytics_checkpoint
+
+        return InputKind.ultralytics_pt if is_ultralytics_checkpoint(path) else InputKind.torch_pickle
     raise UnknownInputKindError(f"{path}: a zip archive, but not a Keras, TorchScript, ExportedProgram or torch.save file")
 
 

@@ -25,11 +25,13 @@ class SourceModel:
     input_shape: tuple[int, ...]  # batch 1, in ``layout``
     forward: Forward
     handle: Any  # the loaded model object (torch module, onnx path, keras model)
+    labels: tuple[str, ...] | None = None  # class names the source carries (an Ultralytics checkpoint's names)
 
 
 def load_source(model: str, kind: InputKind, input_size: tuple[int, int] | None, weights: Path | None) -> SourceModel:
     name = Path(model.split(":")[-1]).stem if kind is InputKind.torch_factory else Path(model).stem
-    if kind in (InputKind.torch_factory, InputKind.torch_pickle, InputKind.torchscript, InputKind.exported_program):
+    if kind in (InputKind.torch_factory, InputKind.torch_pickle, InputKind.torchscript, InputKind.exported_program,
+                InputKind.ultralytics_pt):
         from converters.torch_path import load_torch_model, torch_forward
 
         net = load_torch_model(model, kind, weights)
@@ -37,7 +39,7 @@ def load_source(model: str, kind: InputKind, input_size: tuple[int, int] | None,
         if size is None:
             raise OptionError("a PyTorch model has no fixed input size: pass --input-size WxH (e.g. 640 or 640x480)")
         w, h = size
-        return SourceModel(kind, name, Layout.NCHW, (1, 3, h, w), torch_forward(net), net)
+        return SourceModel(kind, name, Layout.NCHW, (1, 3, h, w), torch_forward(net), net, getattr(net, "labels", None))
     if kind is InputKind.onnx:
         return _onnx_source(model, name, input_size)
     return _tf_source(model, kind, name, input_size)

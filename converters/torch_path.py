@@ -41,11 +41,15 @@ def load_torch_model(model: str, kind: InputKind, weights: Path | None = None) -
                 net.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
         elif kind is InputKind.torchscript:
             net = torch.jit.load(model, map_location="cpu")
+        elif kind is InputKind.ultralytics_pt:
+            from converters.ultralytics_pt import load_checkpoint
+
+            net = load_checkpoint(Path(model))
         elif kind is InputKind.exported_program:
             net = torch.export.load(model).module()
         else:
             net = torch.load(model, map_location="cpu", weights_only=False)
-    except ModelLoadError:
+    except (ModelLoadError, UnsupportedOpError):
         raise
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError/UnpicklingError/zip errors for bad files
         raise ModelLoadError(f"cannot load {model} as {kind.value}: {type(exc).__name__}: {exc}") from None
