@@ -14,7 +14,8 @@ import numpy as np
 
 from agent.schema import Detection
 
-_PALETTE = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72), (23, 204, 146)]
+#: box and bar colours (BGR), by class id
+PALETTE = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72), (23, 204, 146)]
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _WHITE = (255, 255, 255)
 _PANEL_SHADE = 0.35  # the panel keeps this much of the image under it: legible text, scene still visible
@@ -28,7 +29,7 @@ def draw_detections(image: np.ndarray, detections: Sequence[Detection]) -> np.nd
     for det in detections:
         if det.box is None:
             continue
-        color = _PALETTE[det.class_id % len(_PALETTE)]
+        color = PALETTE[det.class_id % len(PALETTE)]
         p1 = (int(det.box.x1), int(det.box.y1))
         p2 = (int(det.box.x2), int(det.box.y2))
         cv2.rectangle(image, p1, p2, color, thickness, cv2.LINE_AA)
@@ -89,6 +90,6 @@ def draw_class_panel(image: np.ndarray, classes: Sequence[Detection]) -> np.ndar
         bar_top = baseline + base
         bar_end = x0 + pad + round(inner * min(1.0, max(0.0, det.score)))
         if bar_end > x0 + pad:
-            color = _PALETTE[det.class_id % len(_PALETTE)]
+            color = PALETTE[det.class_id % len(PALETTE)]
             cv2.rectangle(image, (x0 + pad, bar_top), (bar_end - 1, bar_top + bar_h - 1), color, -1)
     return image

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.annotate import _PALETTE, draw_detections
+from agent.annotate import PALETTE, draw_detections
 from agent.schema import Box, Detection
 
 
@@ -29,7 +29,7 @@ def _classes(*scores: float) -> list[Detection]:
 
 def _bar_pixels(image: np.ndarray, class_id: int) -> np.ndarray:
     """Pixels painted in the class's exact bar colour (text is antialiased, the bar is not)."""
-    return np.all(image == np.array(_PALETTE[class_id % len(_PALETTE)], np.uint8), axis=2)
+    return np.all(image == np.array(PALETTE[class_id % len(PALETTE)], np.uint8), axis=2)
 
 
 def test_classification_draws_a_panel_in_the_top_left() -> None:
