@@ -168,7 +168,7 @@ def from_manifest(
     manifest: ModelManifest, origin: str, tensor: TensorInfo, size_source: str | None, config_size: tuple[int, int] | None
 ) -> ResolvedManifest:
     """Our manifest describes everything; a config size may move a dynamic input's size."""
-    sources = dict.fromkeys(("input", "labels", "decoder", "task", "thresholds"), f"{MANIFEST} ({origin})")
+    sources = dict.fromkeys(("input", "input.size", "labels", "decoder", "task", "thresholds"), f"{MANIFEST} ({origin})")
     if config_size is not None and size_source == CONFIG_SIZE:
         spec = manifest.input.model_copy(update={"width": config_size[0], "height": config_size[1]})
         manifest = manifest.model_copy(update={"input": spec})

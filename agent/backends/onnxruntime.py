@@ -137,7 +137,14 @@ class OnnxRuntimeBackend(Backend):
             opts = _session_options(ort, options.threads)
             for name, size in names.items():
                 opts.add_free_dimension_override_by_name(name, size)
-            sess = _open_session(ort, model_path, opts)
+            try:
+                sess = _open_session(ort, model_path, opts)
+            except ModelFileError as exc:  # it loaded without the overrides: the size is what it refuses
+                raise ManifestError(
+                    f"{model_path}: the model does not run with {names} (input {declared.name!r} {list(declared.dims)} "
+                    f"at {list(shape)}): {str(exc).split(': ', 1)[-1]}\nSet model.input_size (or the manifest's "
+                    "input.width/input.height) to a size the model supports"
+                ) from None
         input_info = TensorInfo(declared.name, shape, np.dtype(declared.dtype))
         outputs, fixed = self._output_shapes(sess, input_info)
         return _SessionState(sess, input_info, outputs, fixed)
