@@ -114,6 +114,10 @@ def convert_main(argv: list[str] | None = None) -> int:
     # written into a staging folder and moved into --out at the end: a failed run leaves no half-written model
     staging = Path(tempfile.mkdtemp(prefix="convert-to-tflite-out-"))
     try:
+        if Path(args.model).suffix.lower() == ".onnx":  # the ONNX route runs the source in ONNX Runtime (an extra now)
+            from converters.toolchain import require
+
+            require("onnxruntime", "convert-onnx", why="ONNX input")
         meta = manifest_io.source_metadata(Path(args.model))
         labels, labels_from = _labels_and_origin(args.labels, meta)
         dynamic = manifest_io.onnx_input_is_dynamic(Path(args.model))

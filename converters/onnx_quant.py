@@ -77,6 +77,7 @@ def quantize_onnx(opts: OnnxQuantOptions) -> OnnxQuantResult:
     """Quantize ``opts.model`` into ``opts.out/model.onnx`` + ``model.json``; nothing is written there on failure."""
     t0 = time.perf_counter()
     onnx = require("onnx", "convert-onnx", why="quantize-onnx")
+    require("onnxruntime", "convert-onnx", why="quantize-onnx uses ONNX Runtime's quantizer")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
     if opts.format not in _FORMATS:

@@ -45,7 +45,7 @@ def device_venv() -> Path:
     """The plain `pip install edge_agent-*.whl` (no extras): dependencies from the wheel's metadata, built once."""
     venv = CACHE / "venv-install-device"
     try:
-        ensure_installed(venv)
+        ensure_installed(venv, fresh=True)
     except (RuntimeError, subprocess.CalledProcessError) as exc:
         pytest.fail(f"installing the wheel into a fresh venv failed: {exc}")
     return venv

@@ -44,7 +44,7 @@ def test_the_device_install_imports_from_site_packages_without_toolchains(device
     code = (
         "import importlib.util as u, json, agent, converters, agent.demo_models as d; "
         "print(json.dumps([[agent.__file__, converters.__file__, d.__path__[0]], "
-        "[m for m in ('torch', 'tensorflow', 'onnx2tf', 'litert_torch') if u.find_spec(m)]]))"
+        "[m for m in ('torch', 'tensorflow', 'onnx2tf', 'litert_torch', 'onnxruntime') if u.find_spec(m)]]))"
     )
     files, toolchains = json.loads(_python(device_venv, code, tmp_path))
     for path in files:
@@ -76,7 +76,9 @@ def test_the_wheel_declares_the_convert_extra(convert_venv: Path, tmp_path: Path
     requires = json.loads(_python(convert_venv, code, tmp_path))
     extras = {m.group(1) for r in requires if (m := re.search(r'extra == "([^"]+)"', r))}
     assert {"convert", "convert-torch", "convert-tf", "convert-onnx"} <= extras, extras
-    assert any(r.startswith("edge-agent[convert-torch,convert-onnx]") and 'extra == "convert"' in r for r in requires)
+    convert = [set(m.group(1).split(",")) for r in requires if (m := re.match(r'edge-agent\[([^\]]+)\]; extra == "convert"$', r))]
+    assert convert == [{"convert-torch", "convert-onnx"}], requires
+    assert any(r.startswith("edge-agent[onnx]") and 'extra == "convert-onnx"' in r for r in requires), requires
     direct = _python(
         convert_venv, "import importlib.metadata as m; print(m.distribution('edge-agent').read_text('direct_url.json'))", tmp_path
     )

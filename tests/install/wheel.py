@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,21 +101,28 @@ def _pip(python: Path, *args: str) -> None:
         raise RuntimeError(f"pip install {' '.join(args)} failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
 
 
-def ensure_installed(venv: Path, extras: list[str] = (), pins: list[str] = (), deps: bool = True) -> bool:  # type: ignore[assignment]
+def ensure_installed(
+    venv: Path, extras: Sequence[str] = (), pins: Sequence[str] = (), deps: bool = True, fresh: bool = False
+) -> bool:
     """Make ``venv`` hold the current wheel (creating the venv and its dependencies when ``deps``).
 
-    Returns True when something was (re)installed. ``deps=False`` only refreshes the wheel of an existing venv.
+    Returns True when something was (re)installed. ``deps=False`` only refreshes the wheel of an existing venv;
+    ``fresh=True`` recreates the venv from nothing when the dependency lists changed (so a dependency that left
+    the lists is gone too, as in a user's new install).
     """
-    extras, pins = list(extras), list(pins)
     python = venv / "bin" / "python"
     with venv_lock(venv):
+        want_code, want_deps = code_key(), deps_key(list(extras), list(pins))
+        deps_ok = not deps or _read(venv / DEPS_STAMP) == want_deps
+        if fresh and not deps_ok:
+            for child in venv.iterdir():  # everything but the lock file this process holds
+                if child.name != LOCK:
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
         if not python.exists():
             if not deps:
                 raise FileNotFoundError(f"{venv} has no bin/python")
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        want_code, want_deps = code_key(), deps_key(extras, pins)
         code_ok = _read(venv / CODE_STAMP) == want_code
-        deps_ok = not deps or _read(venv / DEPS_STAMP) == want_deps
         if code_ok and deps_ok:
             return False
         # a fixed folder per venv: `pip freeze` (which keys cached fixtures) then names the same file each time
