@@ -48,25 +48,31 @@ def discovery_payload(device_id: str, topics: Topics, labels: Sequence[str], mod
             **extra,
         }
 
-    sensor("inference_fps", "Inference FPS", "{{ value_json.telemetry.fps.inference | round(1) }}", unit_of_measurement="fps")
+    # a missing value renders None (Jinja's "None"): HA's "no value"; a string like 'unknown' breaks a numeric sensor
+    sensor(
+        "inference_fps",
+        "Inference FPS",
+        "{% set v = value_json.telemetry.fps.inference %}{{ v | round(1) if v is not none else None }}",
+        unit_of_measurement="fps",
+    )
     sensor(
         "inference_ms",
         "Inference latency p50",
-        "{% set v = value_json.telemetry.latency_ms.invoke.p50 %}{{ v | round(2) if v is not none else 'unknown' }}",
+        "{% set v = value_json.telemetry.latency_ms.invoke.p50 %}{{ v | round(2) if v is not none else None }}",
         unit_of_measurement="ms",
         device_class="duration",
     )
     sensor(
         "soc_temperature",
         "SoC temperature",
-        "{% set v = value_json.telemetry.soc.temperature_c %}{{ v if v is not none else 'unknown' }}",
+        "{% set v = value_json.telemetry.soc.temperature_c %}{{ v if v is not none else None }}",
         unit_of_measurement="°C",
         device_class="temperature",
     )
     sensor(
         "outbox_depth",
         "Outbox depth",
-        "{{ value_json.telemetry.transport.outbox_rows if value_json.telemetry.transport else 0 }}",
+        "{{ value_json.telemetry.transport.outbox_rows if value_json.telemetry.transport else None }}",
         entity_category="diagnostic",
     )
     for label in labels:
