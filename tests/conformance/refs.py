@@ -57,7 +57,10 @@ def ref_python(name: str) -> str:
 
 def _venv_key(python: str) -> str:
     frozen = subprocess.run([python, "-m", "pip", "freeze", "--all"], capture_output=True, text=True, check=True).stdout
-    return hashlib.sha256(frozen.encode()).hexdigest()
+    # Not edge-agent itself: the converter venv's copy is a wheel whose hash changes with every code edit, while
+    # builders import the checkout (PYTHONPATH) and name the files they depend on in ``inputs``.
+    packages = [line for line in frozen.splitlines() if not line.lower().startswith(("edge-agent", "edge_agent"))]
+    return hashlib.sha256("\n".join(packages).encode()).hexdigest()
 
 
 def _files_key(paths: Iterable[Path]) -> str:
