@@ -62,6 +62,20 @@ def _fmt(v: Any, unit: str = "", digits: int = 1) -> str:
     return f"{v}{unit}"
 
 
+def _thresholds(values: dict[str, Any] | None) -> str:
+    """``score ≥ 0.5 · NMS IoU 0.45 · at most 100 per frame``, not a Python dict."""
+    if not values:
+        return "thresholds unknown"
+    parts = []
+    if "score" in values:
+        parts.append(f"score ≥ {values['score']:g}")
+    if "iou" in values:
+        parts.append(f"NMS IoU {values['iou']:g}")
+    if "max_detections" in values:
+        parts.append(f"at most {values['max_detections']} per frame")
+    return " · ".join(parts)
+
+
 def render(doc: dict[str, Any], console: Console) -> None:
     from rich.table import Table
 
@@ -74,7 +88,7 @@ def render(doc: dict[str, Any], console: Console) -> None:
     state = "[green]running[/green]" if running else f"[red]{'stale' if doc['alive'] else 'not running'}[/red]"
     table.add_row("agent", f"{state} · pid {doc.get('pid')} · {status.get('agent_version')} · updated {_fmt(doc['age_s'])} s ago")
     table.add_row("device", f"{doc.get('device_id')} · up {_fmt(status.get('uptime_s'), ' s', 0)}")
-    table.add_row("model", f"{model.get('name')} {model.get('version')} · thresholds {status.get('thresholds')}")
+    table.add_row("model", f"{model.get('name')} {model.get('version')} · {_thresholds(status.get('thresholds'))}")
     src = status.get("source") or {}
     table.add_row("source", f"{src.get('id')} ({src.get('type')}) · {'delivering' if src.get('connected') else 'not delivering'}")
     if tel:

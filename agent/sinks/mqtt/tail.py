@@ -117,6 +117,8 @@ def tail(
 
     def on_message(_c: Any, _u: Any, msg: Any) -> None:
         nonlocal received
+        if count is not None and received >= count:  # messages already in flight before the disconnect
+            return
         # what follows the device prefix; with a wildcard prefix (edge/+) show the device level too
         parts = msg.topic.split("/")
         kind = "/".join(parts[levels:])
