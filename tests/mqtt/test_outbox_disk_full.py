@@ -87,3 +87,22 @@ def test_acknowledged_deletes_that_fail_are_retried(disk: SmallDisk) -> None:
     on_disk = store.db.execute("SELECT count(*) FROM outbox").fetchone()[0]
     assert on_disk == 0, "the in-memory accounting matches the table"
     store.close()
+
+
+def test_an_outbox_that_cannot_be_opened_is_not_set_aside_as_corrupt(tmp_path: Path) -> None:
+    """Only a file that is not a database (or is malformed) is moved aside; an open that fails otherwise is an error."""
+    import sqlite3
+
+    from agent.errors import AgentError
+    from agent.sinks.base import AgentContext
+    from agent.sinks.mqtt import MqttSink, MqttSinkConfig
+
+    path = tmp_path / "outbox.sqlite"
+    path.mkdir()  # SQLITE_CANTOPEN, like an I/O error: nothing about the file's content
+    with pytest.raises(sqlite3.OperationalError):
+        OutboxStore(path, "dev1", max_rows=10, max_bytes=10_000)
+    assert path.is_dir() and not list(tmp_path.glob("*.corrupt-*")), "nothing was moved aside"
+    sink = MqttSink(MqttSinkConfig(port=1, outbox={"path": str(path)}))
+    sink.bind(AgentContext("dev1", tmp_path / "state", None))
+    with pytest.raises(AgentError, match="cannot open the MQTT outbox"):
+        sink.start(None)  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import queue
+import sqlite3
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from paho.mqtt.client import topic_matches_sub
 
-from agent.errors import ConfigError
+from agent.errors import AgentError, ConfigError
 from agent.schema import DetectionResult
 from agent.sinks.base import AgentContext, Sink, SinkConfigBase, config_hash
 from agent.sinks.mqtt.config import MqttSinkConfig
@@ -157,6 +158,8 @@ class MqttSink(Sink):
                 raise ConfigError(
                     f"sinks[].outbox.path: cannot open {path}: {exc}", [("sinks[].outbox.path", str(exc))]
                 ) from None
+            except sqlite3.Error as exc:  # e.g. an I/O error: exit 1, so systemd tries again later (not a config error)
+                raise AgentError(f"cannot open the MQTT outbox {path}: {exc}; free space or check the disk") from None
 
         self.forwarder = OutboxForwarder(
             open_store,
