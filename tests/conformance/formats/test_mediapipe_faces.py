@@ -55,3 +55,19 @@ def test_bare_model_matches_mediapipe(mediapipe_faces: Path, name: str) -> None:
     assert not problems, f"{len(problems)} of {len(reference['images'])} images differ ({matched} faces matched):\n" + (
         "\n".join(problems)
     )
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_faceless_photos_give_no_face(mediapipe_faces: Path, name: str) -> None:
+    """The cat, coffee and motorcycle photos: no face from MediaPipe, none from the agent (fed [-1, 1], not [0, 1])."""
+    reference = load_reference(mediapipe_faces, f"reference_{name}.json")
+    detector = load_detector(
+        mediapipe_faces / MODELS[name], thresholds=Thresholds(score=reference["threshold"], iou=MEDIAPIPE_IOU)
+    )
+    try:
+        for image in ("cat.png", "coffee.png", "motorcycle.png"):
+            assert reference["images"][image]["detections"] == [], f"MediaPipe found a face on {image}"
+            found = detector.detect(read_image(mediapipe_faces, image))
+            assert not found, f"{name}: the agent finds a face on {image}: {[(d.score, d.box) for d in found]}"
+    finally:
+        detector.close()
