@@ -127,7 +127,7 @@ class _Fields:
 _TFLITE_METADATA = "TFLITE_METADATA"
 _LABEL_FILE_TYPES = {2: "TENSOR_AXIS_LABELS", 3: "TENSOR_VALUE_LABELS"}
 _COLOR_SPACES = {1: "RGB", 2: "GRAYSCALE"}
-_IMAGE_PROPERTIES, _BOUNDING_BOX_PROPERTIES = 2, 3  # ContentProperties union members
+_FEATURE_PROPERTIES, _IMAGE_PROPERTIES, _BOUNDING_BOX_PROPERTIES = 1, 2, 3  # ContentProperties union members
 _NORMALIZATION_OPTIONS = 1  # ProcessUnitOptions union member
 
 
@@ -167,22 +167,35 @@ def _read_tflite_metadata(blob: bytes, fields: _Fields) -> None:
         return
     subgraph = subgraphs[0]
     inputs, outputs = subgraph.tables(2), subgraph.tables(3)
-    if inputs:
-        _read_input_tensor(inputs[0], fields)
-    for position, tensor in enumerate(outputs):
-        content = tensor.table(3)
-        if content is not None and content.scalar(0, "B") == _BOUNDING_BOX_PROPERTIES:
-            fields.set("task", "detect", f"TFLite metadata (output {position} holds bounding boxes)")
+    try:
+        if inputs:
+            _read_input_tensor(inputs[0], fields)
+    except FlatbufferError as exc:  # one damaged section must not hide the others
+        fields.warn("input tensor metadata", "", str(exc))
+    try:
+        _read_output_tensors(outputs, fields)
+    except FlatbufferError as exc:
+        fields.warn("output tensor metadata", "", str(exc))
+
+
+def _read_output_tensors(outputs: list[Table], fields: _Fields) -> None:
+    """Task (from what the outputs hold) and the label file of an output tensor."""
+    kinds = [content.scalar(0, "B") if (content := tensor.table(3)) is not None else 0 for tensor in outputs]
+    if _BOUNDING_BOX_PROPERTIES in kinds:
+        fields.set("task", "detect", f"TFLite metadata (output {kinds.index(_BOUNDING_BOX_PROPERTIES)} holds bounding boxes)")
+    elif kinds and kinds[0] == _IMAGE_PROPERTIES:  # an image out: a segmentation mask
+        fields.set("task", "segment", "TFLite metadata (output 0 is an image)")
     label_files = [(pos, f) for pos, t in enumerate(outputs) for f in t.tables(6) if f.scalar(2, "b") in _LABEL_FILE_TYPES]
-    if label_files:
-        # a file without a locale is the default; translated copies carry one
-        position, chosen = min(label_files, key=lambda item: (bool(item[1].string(3)), item[0]))
-        name = chosen.string(0) or ""
-        labels = _zip_labels(fields, name)
-        if labels is not None:
-            fields.set("labels", labels, f"TFLite metadata ({name}, output {position})")
-        if len(outputs) == 1 and chosen.scalar(2, "b") == 2:
-            fields.set("task", "classify", "TFLite metadata (one output with axis labels)")
+    if not label_files:
+        return
+    # a file without a locale is the default; translated copies carry one
+    position, chosen = min(label_files, key=lambda item: (bool(item[1].string(3)), item[0]))
+    name = chosen.string(0) or ""
+    labels = _zip_labels(fields, name)
+    if labels is not None:
+        fields.set("labels", labels, f"TFLite metadata ({name}, output {position})")
+    if len(outputs) == 1 and kinds[0] in (0, _FEATURE_PROPERTIES) and chosen.scalar(2, "b") == 2:
+        fields.set("task", "classify", "TFLite metadata (one feature output with axis labels)")
 
 
 def _read_input_tensor(tensor: Table, fields: _Fields) -> None:
@@ -200,10 +213,11 @@ def _read_input_tensor(tensor: Table, fields: _Fields) -> None:
     stats = tensor.table(5)
     if stats is not None:
         high, low = stats.floats(0), stats.floats(1)
-        if len(high) == 1 and len(low) == 1 and high[0] > low[0]:
-            fields.set("input_range", (low[0], high[0]), "TFLite metadata stats (min/max)")
+        if high and len(high) == len(low) and all(h > lo for h, lo in zip(high, low, strict=True)):
+            # per-channel ranges (MediaPipe writes three equal ones): the span they cover together
+            fields.set("input_range", (min(low), max(high)), "TFLite metadata stats (min/max)")
         elif high or low:
-            fields.warn("stats", {"min": low, "max": high}, "expected one min below one max")
+            fields.warn("stats", {"min": low, "max": high}, "expected a min below each max")
     content = tensor.table(3)
     if content is not None and content.scalar(0, "B") == _IMAGE_PROPERTIES:
         space = content.union(1).scalar(0, "b")

@@ -20,6 +20,7 @@ from onnx import TensorProto, helper
 
 from agent.errors import ModelFileError
 from agent.model_metadata import ModelMetadata, read_model_metadata
+from tests.conformance.metadata.fixture import MEDIAPIPE_MODELS
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_TFLITE = REPO / "models" / "demo" / "tflite-int8" / "model.tflite"
@@ -223,3 +224,45 @@ def test_real_ultralytics_onnx_export(case: str) -> None:
     assert meta.input_size == (width, height)
     assert (meta.task, meta.stride, meta.family) == (expected["task"], expected["stride"], "ultralytics")
     assert meta.extra["end2end"] == str(expected["end2end"]) and meta.extra["dynamic"] == str(expected["dynamic"])
+
+
+def _displayed(doc: dict, packed: dict[str, str]) -> dict[str, object]:
+    """What tflite-support's JSON rendering says, in the reader's terms (one value stands for every channel)."""
+    subgraph = doc["subgraph_metadata"][0]
+    tensor_in = subgraph["input_tensor_metadata"][0]
+    found: dict[str, object] = {"normalization": None, "input_range": None, "labels": None}
+    for unit in tensor_in.get("process_units", []):
+        if unit["options_type"] == "NormalizationOptions":
+            found["normalization"] = (tuple(unit["options"]["mean"]), tuple(unit["options"]["std"]))
+    stats = tensor_in.get("stats", {})
+    if stats.get("min"):
+        found["input_range"] = (min(stats["min"]), max(stats["max"]))
+    found["color_space"] = tensor_in.get("content", {}).get("content_properties", {}).get("color_space")
+    for tensor in subgraph["output_tensor_metadata"]:
+        files = [f for f in tensor.get("associated_files", []) if f["type"] in ("TENSOR_AXIS_LABELS", "TENSOR_VALUE_LABELS")]
+        if files and found["labels"] is None:
+            lines = [line.strip() for line in packed[files[0]["name"]].splitlines()]
+            while lines and not lines[-1]:
+                lines.pop()
+            found["labels"] = tuple(lines)
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", [Path(name).name for name in MEDIAPIPE_MODELS])
+def test_google_written_metadata_reads_as_tflite_support_reads_it(model: str) -> None:
+    """Third-party files: MediaPipe's models, metadata written by Google; oracle: tflite-support's MetadataDisplayer."""
+    from tests.conformance.metadata.fixture import mediapipe_models_displayed
+
+    folder = mediapipe_models_displayed()
+    stem = Path(model).stem
+    doc = json.loads((folder / f"{stem}.displayer.json").read_text())
+    expected = _displayed(doc, json.loads((folder / f"{stem}.packed.json").read_text()))
+    meta = read_model_metadata(folder / model)
+    assert meta.normalization == expected["normalization"]
+    assert meta.input_range == expected["input_range"]
+    assert meta.color_space == expected["color_space"]
+    assert meta.labels == expected["labels"]
+    assert meta.extra.get("name") == doc.get("name")
+    # a mask output is a segmenter (never taken for a classifier); MediaPipe's detectors do not declare box outputs
+    assert meta.task == ("segment" if stem.startswith("selfie") else None)

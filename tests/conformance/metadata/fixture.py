@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -42,3 +43,26 @@ def reference() -> dict[str, Any]:
 def ultralytics_exports() -> Path:
     """Folder with Ultralytics' own ONNX exports (``<case>.onnx``) and its reading of their metadata (expected.json)."""
     return build_fixture("metadata-ultralytics", ref_python("ultralytics"), HERE / "build_ultralytics_exports.py")
+
+
+MEDIAPIPE_MODELS = (
+    "face_detection/face_detection_short_range.tflite",
+    "face_detection/face_detection_full_range_sparse.tflite",
+    "hand_landmark/hand_landmark_full.tflite",
+    "palm_detection/palm_detection_full.tflite",
+    "selfie_segmentation/selfie_segmentation.tflite",
+    "face_landmark/face_landmark.tflite",
+)
+
+
+@functools.cache
+def mediapipe_models_displayed() -> Path:
+    """Google's MediaPipe models (shipped in the mediapipe wheel) with tflite-support's reading of their metadata."""
+    python = ref_python("mediapipe")
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    models = [Path(site) / "mediapipe" / "modules" / name for name in MEDIAPIPE_MODELS]
+    return build_fixture(
+        "metadata-mediapipe", ref_python("tflite_support"), HERE / "display_metadata.py", *map(str, models), inputs=models
+    )
