@@ -179,10 +179,17 @@ def _say_if_demo(model_path: Path, detector: Any) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from agent.sinks import build_sink
     from agent.sources import build_source
 
     cfg = _load(args.config)
     build_source(cfg.source)
+    for sink in cfg.sinks:  # constructing reads what run reads first (secrets, TLS files); nothing connects
+        build_sink(sink)
+    if cfg.http.enabled:
+        from agent.http.server import read_token
+
+        read_token(cfg.http.token_file)
     detector = _open_detector(cfg)
     if cfg.model.delegate and detector.backend.type_key == "litert":
         _check_delegate(cfg.model.delegate)

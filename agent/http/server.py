@@ -39,6 +39,11 @@ def read_token(path: Path) -> str:
         raise ConfigError(
             f"http.token_file: cannot read {path}: {exc.strerror}", [("http.token_file", str(exc.strerror))]
         ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"http.token_file: {path} is not UTF-8 text; write the token as text (e.g. `openssl rand -hex 32 > token`)",
+            [("http.token_file", "not UTF-8 text")],
+        ) from None
     token = lines[0].strip() if lines else ""
     if len(token) < 16:
         raise ConfigError(

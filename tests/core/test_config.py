@@ -207,3 +207,26 @@ def test_an_onnx_model_without_onnx_runtime_names_the_extra(
     path = _write(tmp_path, "model:\n  variant: onnx-int8\n")
     assert main(["check", "-c", str(path)]) == 2  # a restart cannot install a runtime: no systemd restart loop
     assert "pip install 'edge-agent[onnx]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("http:\n  enabled: true\n  token_file: {tmp}/missing-token\n", "http.token_file"),
+        ("http:\n  enabled: true\n  token_file: {tmp}/binary-token\n", "http.token_file"),
+        ("sinks:\n  - type: mqtt\n    username: u\n    password_env: EDGE_AGENT_TEST_UNSET_PASSWORD\n", "password_env"),
+    ],
+    ids=["token-missing", "token-not-utf8", "password-env-unset"],
+)
+def test_check_refuses_what_run_refuses_at_start(
+    tmp_path: Path, text: str, field: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # these passed `check` and stopped `run` with exit 2 (a non-UTF-8 token file: a traceback): check reads them as run does
+    monkeypatch.delenv("EDGE_AGENT_TEST_UNSET_PASSWORD", raising=False)
+    (tmp_path / "binary-token").write_bytes(b"\xff" * 40)
+    from agent.cli import main
+
+    path = _write(tmp_path, text.format(tmp=tmp_path))
+    assert main(["check", "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert field in err and "Traceback" not in err, err
