@@ -6,7 +6,7 @@ over all of them). Every field carries where it was read from, so ``models inspe
 
 Reading never needs TensorFlow, tflite-support or the ``onnx`` package: the device install
 has none of them. The .tflite flatbuffers are read by hand (:mod:`agent._flatbuffer`), the
-ONNX ``ModelProto`` by a top-level protobuf scan that skips the graph without parsing it.
+ONNX ``ModelProto`` by a top-level protobuf scan that skips the graph (:mod:`agent._protobuf`).
 
 Sources understood:
 
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from agent._flatbuffer import FlatbufferError, Table, root_table
+from agent._protobuf import message_fields
 from agent.errors import ModelFileError
 
 log = logging.getLogger(__name__)
@@ -284,11 +285,11 @@ def _read_onnx(data: mmap.mmap, fields: _Fields) -> None:
     """``ModelProto`` top level: producer, doc string, model version and ``metadata_props`` (field 14)."""
     props: dict[str, str] = {}
     try:
-        for number, value in _protobuf_fields(data, 0, len(data)):
+        for number, value in message_fields(data, 0, len(data)):
             if number == 14 and isinstance(value, memoryview):
                 entry = {
                     n: bytes(v).decode("utf-8", "replace")
-                    for n, v in _protobuf_fields(value, 0, len(value))
+                    for n, v in message_fields(value, 0, len(value))
                     if isinstance(v, memoryview)
                 }
                 if 1 in entry:
@@ -300,44 +301,6 @@ def _read_onnx(data: mmap.mmap, fields: _Fields) -> None:
     except ValueError as exc:
         fields.warn("ModelProto", fields.path.name, f"not a readable ONNX protobuf ({exc})")
     _read_key_values(props, fields, "ONNX metadata_props")
-
-
-def _protobuf_fields(buf: Any, start: int, end: int) -> Any:
-    """``(field number, value)`` of one protobuf message: ints for varints/fixed, memoryviews for LEN fields."""
-    view = memoryview(buf)
-    pos = start
-    while pos < end:
-        key, pos = _varint(view, pos, end)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(view, pos, end)
-            yield number, value
-        elif wire == 2:
-            size, pos = _varint(view, pos, end)
-            if pos + size > end:
-                raise ValueError(f"field {number} runs past the end of the file (truncated?)")
-            yield number, view[pos : pos + size]
-            pos += size
-        elif wire in (1, 5):
-            width = 8 if wire == 1 else 4
-            if pos + width > end:
-                raise ValueError(f"field {number} runs past the end of the file (truncated?)")
-            yield number, int.from_bytes(view[pos : pos + width], "little")
-            pos += width
-        else:
-            raise ValueError(f"field {number} has unsupported wire type {wire} at byte {pos}")
-
-
-def _varint(view: memoryview, pos: int, end: int) -> tuple[int, int]:
-    result = shift = 0
-    while pos < end and shift < 70:
-        byte = view[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-    raise ValueError(f"bad varint at byte {pos}")
 
 
 # --- Ultralytics-style key/value metadata (ONNX metadata_props, TFLite metadata.json) ---------------
