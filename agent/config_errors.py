@@ -112,6 +112,8 @@ def _allowed(err: Mapping[str, Any], field: str, model: type[BaseModel] | None) 
 
 
 def _message(err: Mapping[str, Any]) -> str:
+    if err["type"] == "extra_forbidden":
+        return "not a known setting here"
     return str(err["msg"]).removeprefix("Value error, ")
 
 

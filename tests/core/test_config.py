@@ -46,7 +46,7 @@ sinks:
     fields = dict(info.value.problems)
     assert "model.threads" in fields and "got 0" in fields["model.threads"]
     assert "model.backend" in fields and "'auto', 'litert' or 'onnxruntime'" in fields["model.backend"]
-    assert "model.score_treshold" in fields and "Extra inputs are not permitted" in fields["model.score_treshold"]
+    assert "model.score_treshold" in fields and "not a known setting here" in fields["model.score_treshold"]
     assert "source.fps" in fields and "got -5" in fields["source.fps"]  # as written: no plugin tag in the path
     assert "sinks[0].flush_every" in fields and "got 'zero'" in fields["sinks[0].flush_every"]
     assert "did you mean 'score_threshold'?" in fields["model.score_treshold"]
