@@ -11,6 +11,7 @@ import numpy as np
 
 from agent.detector import load_detector
 from converters import evaluation as ev
+from converters import report_plots
 from converters.calibration import image_files
 from converters.errors import AccuracyGateError
 
@@ -31,7 +32,7 @@ class Report:
             f"#{o['output']} max|d| {o['max_abs']:.3g} cos {o['cosine']:.5f}" for o in d["outputs"]))
         if d["labelled"]:
             lines.append(f"  mAP50-95 drop {d['map_drop_points']:+.2f} points")
-        lines.append(f"  report: {self.folder / 'report.md'}")
+        lines.append(f"  report: {self.folder / 'report.md'} (plots: {self.folder / 'report.html'})")
         return "\n".join(lines)
 
     def check_gate(self, max_drop: float | None) -> None:
@@ -78,8 +79,11 @@ def validate_conversion(result: Any, folder: Path, out: Path) -> Report:
         data["map50_drop_points"] = 100.0 * (data["source"]["mAP50"] - data["converted"]["mAP50"])
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(data, indent=2) + "\n")
-    plots = _plots(data, curves, out)
-    (out / "report.md").write_text(_markdown(data, plots))
+    runs = {"source": src_run, "converted": conv_run}
+    plots = report_plots.draw(data, runs, curves, gt, manifest.labels, op_score, out)
+    markdown = _markdown(data, plots)
+    (out / "report.md").write_text(markdown)
+    (out / "report.html").write_text(report_plots.html_page(data, markdown, plots))
     return Report(data, out)
 
 
@@ -91,43 +95,6 @@ def _size(source: Any) -> int:
         return int(sum(p.numel() * p.element_size() for p in source.handle.parameters()))
     except (AttributeError, TypeError):
         return 0
-
-
-def _plots(data: dict[str, Any], curves: dict[str, Any], out: Path) -> list[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("note: matplotlib is not installed: report without plots (pip install 'edge-agent[convert]')")
-        return []
-    written = []
-    fig, ax = plt.subplots(figsize=(5, 3))
-    names = ["source", "converted"]
-    ax.bar(names, [data[n]["latency_p50_ms"] for n in names], color=["#888", "#2a7"])
-    ax.set_ylabel("invoke p50 (ms, this host)")
-    ax.set_title("latency")
-    fig.tight_layout()
-    fig.savefig(out / "latency.png", dpi=100)
-    plt.close(fig)
-    written.append("latency.png")
-    if curves and all(c is not None for c in curves.values()):
-        fig, ax = plt.subplots(figsize=(5, 4))
-        recall = np.linspace(0, 1, 101)
-        for name, precision in curves.items():
-            p = precision[0, :, :, 0, -1]  # IoU 0.5, all areas, max dets; mean over classes with GT
-            p = np.where(p < 0, np.nan, p)
-            ax.plot(recall, np.nanmean(p, axis=1), label=f"{name} (mAP50 {data[name]['mAP50']:.3f})")
-        ax.set_xlabel("recall")
-        ax.set_ylabel("precision")
-        ax.set_title("PR curve @ IoU 0.5")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "pr_curve.png", dpi=100)
-        plt.close(fig)
-        written.append("pr_curve.png")
-    return written
 
 
 def _markdown(data: dict[str, Any], plots: list[str]) -> str:
