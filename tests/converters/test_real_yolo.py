@@ -58,14 +58,10 @@ def onnx_fixture(family: str) -> Path:
     )
 
 
-def convert(model: Path, out: Path, *extra: str) -> Path:
-    from convert_helpers import CACHE
-
-    python = CACHE / "venv-convert" / "bin" / "python"
-    if not python.is_file():
-        pytest.skip(f"the converter venv is missing ({python}); scripts/test.sh builds it")
+def convert(python: str, model: Path, out: Path, *extra: str) -> Path:
+    """convert-to-tflite (the installed console script of the converter venv), once per output folder."""
     if not (out / "model.tflite").is_file():
-        ok(run(str(python), str(model), "-o", str(out), *extra, timeout=1200))
+        ok(run(python, str(model), "-o", str(out), *extra, timeout=1200))
     return out / "model.tflite"
 
 
@@ -90,11 +86,11 @@ def assert_matches_reference(tflite: Path, folder: Path, reference: dict, where:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_pt_checkpoint(family: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_pt_checkpoint(family: str, torch_python: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     """The .pt is read without the ultralytics package; the float .tflite gives Ultralytics predict's boxes."""
     fixture = pt_fixture(family)
     out = tmp_path_factory.getbasetemp() / f"pt-{family}"
-    tflite = convert(fixture / "model.pt", out, "--input-size", str(IMGSZ))
+    tflite = convert(torch_python, fixture / "model.pt", out, "--input-size", str(IMGSZ))
     manifest = json.loads((out / "model.json").read_text())
     assert manifest["provenance"]["source_kind"] == "ultralytics-pt"
     assert manifest["decoder"]["type"] == "yolov8" and len(manifest["labels"]) == 80
@@ -106,7 +102,7 @@ def test_pt_checkpoint(family: str, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.mark.parametrize("variant", ["onnx", "onnx-dynamic"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_ultralytics_onnx(family: str, variant: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_ultralytics_onnx(family: str, variant: str, tf_python: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Static and dynamic-axis exports convert through onnx2tf (the head keeps its layout) and match predict."""
     fixture = onnx_fixture(family)
     build = json.loads((fixture / "build.json").read_text())
@@ -115,7 +111,7 @@ def test_ultralytics_onnx(family: str, variant: str, tmp_path_factory: pytest.Te
     source = fixture / entry["file"]
     out = tmp_path_factory.getbasetemp() / f"{variant}-{family}"
     extra = ("--input-size", str(IMGSZ)) if variant == "onnx-dynamic" else ()
-    tflite = convert(source, out, *extra)
+    tflite = convert(tf_python, source, out, *extra)
     manifest = json.loads((out / "model.json").read_text())
     assert manifest["provenance"]["converter_path"] == "onnx2tf"
     assert manifest["input"]["width"] == IMGSZ and manifest["input"]["layout"] == "NHWC"
