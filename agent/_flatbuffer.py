@@ -16,6 +16,8 @@ class FlatbufferError(ValueError):
 
 
 def _unpack(fmt: str, buf: Any, pos: int) -> Any:
+    if pos < 0:  # struct would count a negative offset from the end: a corrupt offset, not a position
+        raise FlatbufferError(f"offset {pos} points before the buffer's start")
     try:
         return struct.unpack_from("<" + fmt, buf, pos)[0]
     except struct.error:

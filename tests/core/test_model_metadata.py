@@ -266,3 +266,28 @@ def test_google_written_metadata_reads_as_tflite_support_reads_it(model: str) ->
     assert meta.extra.get("name") == doc.get("name")
     # a mask output is a segmenter (never taken for a classifier); MediaPipe's detectors do not declare box outputs
     assert meta.task == ("segment" if stem.startswith("selfie") else None)
+
+
+@pytest.mark.slow
+def test_damaged_metadata_never_raises(written: Path, tmp_path: Path) -> None:
+    """Random byte damage in the metadata flatbuffer, and cuts anywhere: always a result, never an exception."""
+    import random
+
+    data = (written / "float_metadata.tflite").read_bytes()
+    start = data.find(b"M001") - 4
+    end = data.rfind(b"PK\x03\x04")
+    rng = random.Random(13)
+    path = tmp_path / "damaged.tflite"
+    logging.getLogger("agent.model_metadata").setLevel(logging.ERROR)  # hundreds of expected warnings
+    try:
+        for _ in range(300):
+            damaged = bytearray(data)
+            for _ in range(rng.randint(1, 8)):
+                damaged[rng.randrange(start, end)] = rng.randrange(256)
+            path.write_bytes(bytes(damaged))
+            assert isinstance(read_model_metadata(path), ModelMetadata)
+        for _ in range(50):
+            path.write_bytes(data[: rng.randrange(len(data))])
+            assert isinstance(read_model_metadata(path), ModelMetadata)
+    finally:
+        logging.getLogger("agent.model_metadata").setLevel(logging.NOTSET)
