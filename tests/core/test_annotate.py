@@ -96,6 +96,26 @@ def test_boxes_draw_no_panel() -> None:
     assert box is not None and box[0] >= 290 and box[1] >= 180  # only the box and its tag, nothing in the corner
 
 
+def test_http_annotated_and_snapshot_path_draws_the_panel() -> None:
+    """``/v1/detect?annotated=1`` and ``/v1/snapshot`` draw through draw_detections_on: a classification gets the panel."""
+    from agent.http.server import draw_detections_on
+    from agent.schema import ModelRef, still_image_result
+
+    result = still_image_result(
+        frame_id=1,
+        source_id="upload",
+        image_size=(640, 480),
+        model=ModelRef(name="classifier", version="1"),
+        task="classify",
+        detections=_classes(0.8, 0.1),
+        captured=(0, 0.0),
+        stage_ns=(0, 1, 2, 3),
+    )
+    image = draw_detections_on(_grey(640, 480), result)
+    box = _changed(_grey(640, 480), image)
+    assert box is not None and box[0] < 20 and box[1] < 20 and _bar_pixels(image, 0).any()
+
+
 @pytest.mark.slow
 def test_detect_save_annotated_draws_the_classifier_panel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``edge-agent detect --save-annotated`` path, with the TFLite-metadata classifier of the conformance suite."""
