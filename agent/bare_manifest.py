@@ -71,7 +71,7 @@ FAMILIES = {
     "mediapipe": Family(
         "mediapipe",
         (127.5, 127.5),
-        ResizeMode.letterbox,
+        ResizeMode.letterbox_warp,
         ResizeMode.stretch,
         0,
         why="MediaPipe SSD-anchor detector: RGB in [-1, 1], letterbox with zero border",

@@ -48,6 +48,7 @@ class ResizeMode(StrEnum):
     letterbox = "letterbox"  # whole frame, aspect kept, padded (Ultralytics LetterBox, centred)
     stretch = "stretch"  # whole frame resized to the input, aspect not kept (TFLite Task Library)
     center_crop = "center_crop"  # short side scaled to the input, the centre cropped (Ultralytics classify)
+    letterbox_warp = "letterbox_warp"  # letterbox by one affine warp, float padding (MediaPipe ImageToTensorCalculator)
 
 
 class TensorDType(StrEnum):

@@ -36,11 +36,14 @@ class Letterbox:
     inner_w: int
     inner_h: int
 
-    #: the frame region the model sees (all of it except in centre-crop mode), in frame pixels
-    crop_x: int = 0
-    crop_y: int = 0
-    crop_w: int = 0
-    crop_h: int = 0
+    #: the frame region the model sees (all of it except in centre-crop mode), in frame pixels; in warp
+    #: mode the region grown to the input's aspect (float, may reach outside the frame)
+    crop_x: float = 0
+    crop_y: float = 0
+    crop_w: float = 0
+    crop_h: float = 0
+    #: one affine warp maps the region onto the whole input (MediaPipe's letterbox)
+    warp: bool = False
 
     @classmethod
     def fit(cls, frame_w: int, frame_h: int, input_w: int, input_h: int, mode: ResizeMode) -> Letterbox:
@@ -61,6 +64,15 @@ class Letterbox:
                 frame_w,
                 frame_h,
             )
+        if mode is ResizeMode.letterbox_warp:
+            # MediaPipe ImageToTensorCalculator: the frame's ROI grown to the input's aspect around its centre,
+            # then one warp with corner-aligned sampling (x_src = x_dst / scale + x0), zero border
+            scale = min(input_w / frame_w, input_h / frame_h)
+            roi_w, roi_h = input_w / scale, input_h / scale
+            return cls(
+                frame_w, frame_h, input_w, input_h, scale, scale, 0, 0, input_w, input_h,
+                (frame_w - roi_w) / 2, (frame_h - roi_h) / 2, roi_w, roi_h, warp=True,
+            )  # fmt: skip
         if mode is ResizeMode.center_crop:
             # short side scaled to the input, the centre kept: crop the frame first, then resize the crop to the input
             scale = max(input_w / frame_w, input_h / frame_h)
@@ -203,7 +215,7 @@ class Preprocessor:
         self._geometry = Letterbox.fit(width, height, self.spec.width, self.spec.height, self.spec.resize)
         shape = (self.spec.height, self.spec.width) + ((self.channels,) if self.channels > 1 else ())
         self._scratch = np.full(shape, self.spec.pad_value, np.uint8)
-        needs_resize = (width, height) != (self.spec.width, self.spec.height) or self._geometry.cropped
+        needs_resize = (width, height) != (self.spec.width, self.spec.height) or self._geometry.cropped or self._geometry.warp
         self._convert_buf = None
         if fmt is PixelFormat.YUV420 and needs_resize and self.channels == 3:
             self._convert_buf = np.empty((height, width, 3), np.uint8)
@@ -231,6 +243,9 @@ class Preprocessor:
 
     def _resize_convert(self, image: np.ndarray, fmt: PixelFormat, roi: np.ndarray, geo: Letterbox) -> None:
         code = _color_code(fmt, self.spec.color)
+        if geo.warp:
+            self._warp_convert(image, fmt, roi, geo, code)
+            return
         same_size = (geo.inner_w, geo.inner_h) == (geo.crop_w, geo.crop_h)
         # INTER_AREA when a crop shrinks: closer to the antialiased resize of torchvision/PIL centre-crop pipelines
         interp = cv2.INTER_AREA if geo.cropped and geo.scale_x < 1 else cv2.INTER_LINEAR
@@ -257,6 +272,23 @@ class Preprocessor:
             cv2.resize(image, (geo.inner_w, geo.inner_h), dst=roi, interpolation=interp)
         if code is not None:
             cv2.cvtColor(roi, code, dst=roi)
+
+    def _warp_convert(self, image: np.ndarray, fmt: PixelFormat, target: np.ndarray, geo: Letterbox, code: int | None) -> None:
+        """Letterbox by one affine warp of the whole frame onto the whole input (border = pad value)."""
+        if code == -1:  # grey model, YUV frame: the Y plane
+            image, code = image[: geo.frame_h, : geo.frame_w], None
+        elif code is not None and (fmt is PixelFormat.YUV420 or self.channels == 1):
+            assert self._convert_buf is not None
+            image, code = cv2.cvtColor(image, code, dst=self._convert_buf), None  # I420 and 3->1 cannot be warped as is
+        s = geo.scale_x
+        matrix = np.array([[s, 0.0, -geo.crop_x * s], [0.0, s, -geo.crop_y * s]], np.float64)
+        border = (self.spec.pad_value,) * 4
+        cv2.warpAffine(
+            image, matrix, (geo.input_w, geo.input_h), dst=target, flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT, borderValue=border,
+        )  # fmt: skip
+        if code is not None:
+            cv2.cvtColor(target, code, dst=target)
 
     def _finish(self, dst: np.ndarray) -> None:
         """Scratch (uint8, HWC) -> final values in ``dst`` through the lookup table."""

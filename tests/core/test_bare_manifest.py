@@ -64,7 +64,7 @@ def test_mediapipe_outputs_bring_the_minus_one_to_one_convention() -> None:
     spec = resolved.manifest.input
     assert resolved.manifest.decoder.type == "ssd_anchors"
     assert spec.normalization.mean == (127.5,) * 3 and spec.normalization.std == (127.5,) * 3
-    assert spec.pad_value == 0 and spec.resize.value == "letterbox"
+    assert spec.pad_value == 0 and spec.resize.value == "letterbox_warp"
     assert "mediapipe" in resolved.sources["family"] and "mediapipe" in resolved.sources["input.normalization"]
 
 

@@ -150,3 +150,20 @@ def test_center_crop_keeps_the_middle_and_maps_back() -> None:
     Preprocessor(spec, tensor).write(smooth, PixelFormat.BGR, 640, 480, bgr)
     Preprocessor(spec, tensor).write(cv2.cvtColor(smooth, cv2.COLOR_BGR2YUV_I420), PixelFormat.YUV420, 640, 480, yuv)
     assert np.abs(yuv - bgr).mean() < 0.02
+
+
+def test_letterbox_warp_is_one_corner_aligned_warp_with_float_padding() -> None:
+    """MediaPipe's letterbox: x_src = x_dst / scale + x0 with x0 possibly fractional, border = pad value."""
+    geo = Letterbox.fit(640, 480, 128, 128, ResizeMode.letterbox_warp)
+    assert geo.warp and geo.scale_x == 0.2 and (geo.crop_x, geo.crop_y) == (0.0, -80.0)
+    frame_box = np.array([[100.0, 50.0, 300.0, 400.0]], np.float32)
+    np.testing.assert_allclose(geo.input_norm_to_frame(geo.frame_to_input_norm(frame_box)), frame_box, atol=1e-3)
+    spec = InputSpec(width=128, height=128, resize=ResizeMode.letterbox_warp, pad_value=0)
+    tensor = TensorInfo("input", spec.tensor_shape(), np.dtype(np.float32))
+    frame = _frame(640, 480)
+    dst = np.zeros(spec.tensor_shape(), np.float32)
+    Preprocessor(spec, tensor).write(frame, PixelFormat.BGR, 640, 480, dst)
+    matrix = np.array([[0.2, 0, 0], [0, 0.2, 16.0]])  # 480 * 0.2 = 96 rows, centred: 16 above and below
+    expected = cv2.warpAffine(frame, matrix, (128, 128), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))[:, :, ::-1]
+    np.testing.assert_allclose(dst[0], expected / 255.0, atol=1e-6)
+    assert not dst[0, :16].any() and not dst[0, -16:].any()
