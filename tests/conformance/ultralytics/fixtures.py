@@ -1,0 +1,66 @@
+"""The Ultralytics fixture folders, for these tests and for anyone else who needs real Ultralytics files.
+
+``format_fixture("yolov8n")`` -> folder with ``<variant>/yolov8n.onnx`` (variants ``onnx``, ``onnx-dynamic``,
+``tflite``), ``<variant>/reference.json`` (Ultralytics predict on that file), ``images/`` and ``build.json``
+(versions, tensor shapes and metadata, and the error of any variant the exporter could not produce).
+
+``trained_fixture()`` -> the same for the committed trained YOLOv8n (``TRAINED_WEIGHTS``), plus
+``heldout/`` (a labelled YOLO split of unseen scenes, ``data.yaml``), ``val.json`` (Ultralytics ``val`` of each
+file on it) and ``best.pt`` (a copy of the weights). The converter tests share these folders: same builder,
+same arguments, same cache key, so nothing is built twice.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.conformance.refs import REPO, build_fixture, ref_python
+
+HERE = Path(__file__).resolve().parent
+SCENES = REPO / "agent" / "sources" / "scenes.py"
+SHARED_INPUTS = (HERE / "scene_data.py", SCENES)
+TRAINED_WEIGHTS = REPO / "tests" / "conformance" / "assets" / "yolov8n_scenes.pt"
+FORMAT_IMGSZ = 320  # the converter tests build the same fixtures at this size: one cache entry serves both
+# Ultralytics model yamls with Ultralytics' own exporter: anchor-free heads, and the NMS-free end-to-end heads.
+FAMILIES = ("yolov8n", "yolo11n", "yolov5nu")
+END2END_FAMILIES = ("yolov10n", "yolo26n")
+VARIANTS = ("onnx", "onnx-dynamic", "tflite")
+
+
+def format_fixture(family: str, imgsz: int = FORMAT_IMGSZ) -> Path:
+    """Random-weight ``family`` (an Ultralytics yaml stem) exported to every variant, with predict answers."""
+    return build_fixture(
+        f"ultralytics-{family}",
+        ref_python("ultralytics"),
+        HERE / "build_formats.py",
+        "--model",
+        f"{family}.yaml",
+        "--imgsz",
+        str(imgsz),
+        inputs=SHARED_INPUTS,
+    )
+
+
+def trained_fixture() -> Path:
+    """The trained YOLOv8n's exports, predict answers on held-out scenes and Ultralytics ``val`` on them."""
+    return build_fixture(
+        "ultralytics-trained-yolov8n",
+        ref_python("ultralytics"),
+        HERE / "build_trained.py",
+        inputs=(*SHARED_INPUTS, HERE / "build_formats.py", TRAINED_WEIGHTS),
+    )
+
+
+def variant_file(fixture: Path, variant: str) -> tuple[Path, dict[str, Any]]:
+    """The exported file of ``variant`` and its reference answers; raises naming the exporter's error."""
+    entry = json.loads((fixture / "build.json").read_text())["variants"][variant]
+    if "error" in entry:
+        raise VariantMissing(f"Ultralytics could not export {variant} in {fixture}: {entry['error']}")
+    path = fixture / entry["file"]
+    return path, json.loads((path.parent / "reference.json").read_text())
+
+
+class VariantMissing(RuntimeError):
+    """The reference exporter did not produce this variant (the message carries its error)."""
