@@ -37,4 +37,4 @@ def test_bench_writes_a_row_per_variant(tmp_path: Path) -> None:
         assert low <= row["pipeline_vs_raw"] <= high
         # the pipeline never allocates a frame-sized array per frame (640x480x3 = 921,600 bytes)
         assert row["alloc_bytes_per_frame"] < 100_000, row
-    assert "pipeline/raw" in proc.stdout and "tflite-int8" in proc.stdout
+    assert "pipeline/raw" in proc.stderr and "tflite-int8" in proc.stderr  # the table, beside the JSON
