@@ -272,8 +272,16 @@ def _read_tflite_zip(path: Path, fields: _Fields) -> None:
     except ValueError as exc:
         fields.warn("metadata.json", raw[:80], f"not JSON ({exc})")
         return
-    if isinstance(doc, dict) and "names" in doc:
+    if is_ultralytics_metadata(doc):
         _read_key_values({k: v for k, v in doc.items() if v is not None}, fields, "metadata.json")
+
+
+def is_ultralytics_metadata(doc: object) -> bool:
+    """True for an Ultralytics export's ``metadata.json`` (class ``names``, no ``decoder``): not our manifest.
+
+    Both use the member name ``metadata.json`` in a .tflite's zip; a manifest reader should pass on this one.
+    """
+    return isinstance(doc, dict) and "names" in doc and "decoder" not in doc
 
 
 # --- ONNX -----------------------------------------------------------------------------------------
@@ -382,4 +390,4 @@ def _imgsz(value: Any) -> tuple[int, int]:
     return int(value[1]), int(value[0])
 
 
-__all__ = ["ModelMetadata", "read_model_metadata"]
+__all__ = ["ModelMetadata", "is_ultralytics_metadata", "read_model_metadata"]

@@ -19,7 +19,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from agent.errors import ModelFileError
-from agent.model_metadata import ModelMetadata, read_model_metadata
+from agent.model_metadata import ModelMetadata, is_ultralytics_metadata, read_model_metadata
 from tests.conformance.metadata.fixture import MEDIAPIPE_MODELS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -140,8 +140,10 @@ def test_ultralytics_tflite_metadata_json(tmp_path: Path) -> None:
 def test_own_embedded_manifest_is_not_taken_for_ultralytics() -> None:
     """The demo model embeds our manifest under the same member name; agent/manifest.py reads that, not this."""
     with zipfile.ZipFile(DEMO_TFLITE) as archive:
-        assert "metadata.json" in archive.namelist()
+        ours = json.loads(archive.read("metadata.json"))
     assert read_model_metadata(DEMO_TFLITE) == ModelMetadata()
+    assert not is_ultralytics_metadata(ours)
+    assert is_ultralytics_metadata({**ULTRALYTICS_PROPS, "imgsz": [320, 320]})
 
 
 @pytest.mark.parametrize("content", [b"", b"not a model at all" * 10, b"\xff" * 64])
