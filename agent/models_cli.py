@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from agent.backends import backend_for
@@ -138,7 +139,11 @@ def inspect_model(path: Path, as_json: bool = False, input_size: tuple[int, int]
         for t in tensors:
             q = t.get("quantization")
             table.add_row(
-                kind, t["name"], _shape(t["shape"]), t["dtype"], f"scale {q['scale']:.6g}, zp {q['zero_point']}" if q else ""
+                kind,
+                escape(t["name"]),
+                escape(_shape(t["shape"])),
+                t["dtype"],
+                f"scale {q['scale']:.6g}, zp {q['zero_point']}" if q else "",
             )
     console.print(table)
     meta = info["metadata"]
@@ -153,13 +158,15 @@ def inspect_model(path: Path, as_json: bool = False, input_size: tuple[int, int]
     else:
         console.print("model metadata: none found", markup=False)
     if not info["loadable"]:
-        console.print(f"[red]cannot load for inference:[/red] {info['error']}", highlight=False)
+        console.print(f"[red]cannot load for inference:[/red] {escape(info['error'])}", highlight=False)
         for item in info["missing"]:
             console.print(f"  missing: {item['what']}\n    supply it with: {item['supply']}", markup=False)
         return code
     m, sources = info["manifest"], info["sources"]
     runs = info["runs_as"]
-    console.print(f"runs as: input {_shape(runs['inputs'][0]['shape'])}, outputs {[o['shape'] for o in runs['outputs']]}")
+    console.print(
+        f"runs as: input {_shape(runs['inputs'][0]['shape'])}, outputs {[o['shape'] for o in runs['outputs']]}", markup=False
+    )
     console.print(f"manifest: {info['manifest_origin']}", markup=False)
     inp = m["input"]
     console.print(

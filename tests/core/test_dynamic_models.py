@@ -172,7 +172,7 @@ def test_inspect_shows_declared_tensors_and_what_is_missing(tmp_path: Path) -> N
     assert info["runs_as"]["inputs"][0]["shape"] == [1, 3, 96, 128]
     assert info["sources"]["input.size"] == "config model.input_size" and info["sources"]["decoder"].startswith("guess")
     text = _cli("models", "inspect", str(model))  # the table form says the same
-    assert text.returncode == 3 and "batch" in text.stdout and "missing: input size" in text.stdout
+    assert text.returncode == 3 and "[batch, 3, height, width]" in text.stdout and "missing: input size" in text.stdout
 
 
 def test_inspect_of_outputs_no_decoder_fits(tmp_path: Path) -> None:
