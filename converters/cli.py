@@ -6,6 +6,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent.manifest import DecoderSpec
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF/LiteRT C++ info logs would bury the progress bars
 
@@ -87,7 +91,7 @@ def convert_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _decoder(args: argparse.Namespace) -> object | None:
+def _decoder(args: argparse.Namespace) -> DecoderSpec | None:
     if args.decoder is None:
         return None
     from pydantic import TypeAdapter
@@ -187,7 +191,9 @@ def _normalization(
     mean: tuple[float, ...] | None, std: tuple[float, ...] | None, meta: object
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """--mean/--std win; else the source's metadata; else pixels / 255."""
-    meta_mean, meta_std = getattr(meta, "normalization", None) or ((0.0, 0.0, 0.0), (255.0, 255.0, 255.0))
+    from converters.manifest_io import PIXELS_0_1
+
+    meta_mean, meta_std = getattr(meta, "normalization", None) or PIXELS_0_1
     return mean or meta_mean, std or meta_std
 
 
@@ -213,6 +219,11 @@ def quantize_parser() -> argparse.ArgumentParser:
         choices=["qdq", "qoperator"],
         default="qdq",
         help="QDQ (Quantize/DequantizeLinear pairs, default) or QOperator (fused QLinearConv kernels)",
+    )
+    p.add_argument(
+        "--activations",
+        choices=["int8", "uint8"],
+        help="activation type: int8 (S8S8, the QDQ default) or uint8 (U8S8, the QOperator default; x86's fast path)",
     )
     p.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default per-channel)")
     p.add_argument("--quantize-head", action="store_true", help="quantize the detection head too (not recommended)")
@@ -252,6 +263,7 @@ def quantize_main(argv: list[str] | None = None) -> int:
                 std=args.std,
                 input_size=args.input_size,
                 format=args.format,
+                activations=args.activations,
                 speed_check=args.speed_check,
             )
         )

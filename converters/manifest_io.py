@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import ast
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -20,6 +20,8 @@ from agent.errors import DecoderError, ModelError
 from agent.manifest import EMBEDDED_ONNX_KEY, EMBEDDED_TFLITE_MEMBER, DecoderSpec, Thresholds, sha256_file
 from agent.model_metadata import ModelMetadata, read_model_metadata
 from converters.errors import OptionError
+
+PIXELS_0_1 = ((0.0, 0.0, 0.0), (255.0, 255.0, 255.0))  # x = pixel / 255
 
 
 def read_labels(path: Path) -> tuple[str, ...]:
@@ -129,8 +131,8 @@ def onnx_input_is_dynamic(model: Path) -> bool:
 def source_metadata(path: Path) -> ModelMetadata:
     """What the source model says about itself (labels, input size, normalization, task); empty when nothing.
 
-    agent.model_metadata is the one reader; until it reads ONNX ``metadata_props`` itself, Ultralytics'
-    keys (names, imgsz, task, stride) are read here so converted files keep the source's labels.
+    agent.model_metadata is the one reader (the agent uses it at load time too). Ultralytics files state no
+    normalization: their convention (pixels / 255, which is also our default) is filled in and attributed.
     """
     if not path.is_file():
         return ModelMetadata()
@@ -138,65 +140,10 @@ def source_metadata(path: Path) -> ModelMetadata:
         meta = read_model_metadata(path)
     except ModelError:
         return ModelMetadata()  # unreadable: loading the source reports it with the converter's wording
-    if meta.labels is None and path.suffix.lower() == ".onnx":
-        return _onnx_metadata_props(path) or meta
+    if meta.family == "ultralytics" and meta.normalization is None:
+        sources = {**meta.sources, "normalization": "Ultralytics convention (pixels / 255)"}
+        meta = dataclasses.replace(meta, normalization=PIXELS_0_1, sources=sources)
     return meta
-
-
-def _onnx_metadata_props(path: Path) -> ModelMetadata | None:
-    try:
-        import onnx
-
-        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    except Exception:  # noqa: BLE001 - a corrupt file is reported when the source is loaded
-        return None
-    where = "ONNX metadata_props"
-    labels = _literal_labels(props.get("names"))
-    imgsz = _literal(props.get("imgsz"))
-    size = None
-    if isinstance(imgsz, list | tuple) and len(imgsz) == 2 and all(isinstance(v, int) for v in imgsz):
-        size = (int(imgsz[1]), int(imgsz[0]))  # Ultralytics writes [height, width]
-    elif isinstance(imgsz, int):
-        size = (imgsz, imgsz)
-    stride = _literal(props.get("stride"))
-    ultralytics = "ultralytics" in props.get("author", "").lower() or {"names", "imgsz"} <= props.keys()
-    if labels is None and size is None:
-        return None
-    sources = {
-        k: f"{where} {key!r}"
-        for k, key, v in (("labels", "names", labels), ("input_size", "imgsz", size), ("task", "task", props.get("task")))
-        if v is not None
-    }
-    norm = ((0.0, 0.0, 0.0), (255.0, 255.0, 255.0)) if ultralytics else None  # Ultralytics feeds pixels / 255
-    if norm is not None:
-        sources["normalization"] = "Ultralytics convention (pixels / 255)"
-    return ModelMetadata(
-        labels=labels,
-        normalization=norm,
-        input_size=size,
-        task=props.get("task"),
-        family="ultralytics" if ultralytics else None,
-        stride=stride if isinstance(stride, int) else None,
-        sources=sources,
-    )
-
-
-def _literal(text: str | None) -> object:
-    if text is None:
-        return None
-    try:
-        return ast.literal_eval(text)  # Ultralytics writes Python reprs ({0: 'person'}, [640, 640])
-    except (ValueError, SyntaxError):
-        return None
-
-
-def _literal_labels(text: str | None) -> tuple[str, ...] | None:
-    value = _literal(text)
-    if isinstance(value, dict) and value and all(isinstance(k, int) for k in value):
-        return tuple(str(value[k]) for k in sorted(value))
-    if isinstance(value, list | tuple) and value:
-        return tuple(str(v) for v in value)
-    return None
 
 
 def check_labels(

@@ -25,7 +25,6 @@ from converters.toolchain import require, tool_versions
 MAX_IR_VERSION = 9  # the agent allows onnxruntime >= 1.17, which loads at most IR 9
 _METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 _FORMATS = {"qdq": "QDQ", "qoperator": "QOperator"}
-PIXELS_0_1 = ((0.0, 0.0, 0.0), (255.0, 255.0, 255.0))
 
 
 @dataclass(slots=True)
@@ -45,6 +44,7 @@ class OnnxQuantOptions:
     decoder: DecoderSpec | None = None
     input_size: tuple[int, int] | None = None  # (w, h): needed for dynamic-axis models without imgsz metadata
     format: str = "qdq"
+    activations: str | None = None  # "int8" | "uint8"; None: int8 for QDQ (S8S8), uint8 for QOperator (U8S8)
     speed_check: bool = True
 
 
@@ -102,6 +102,7 @@ def quantize_onnx(opts: OnnxQuantOptions) -> OnnxQuantResult:
         decoder = decoder or _guess_decoder(Path(), outputs, len(labels))
     manifest_io.check_labels(decoder, outputs, labels, labels_from, (w, h), str(opts.model))
     guard = head_guard.inspect(decoder, outputs)
+    activations = opts.activations or ("uint8" if opts.format == "qoperator" else "int8")  # ORT: S8S8 QOperator is slow on x86
     work = Path(tempfile.mkdtemp(prefix="quantize-onnx-"))
     try:
         static, prep, path = work / "float.onnx", work / "prep.onnx", work / "model.onnx"
@@ -120,7 +121,7 @@ def quantize_onnx(opts: OnnxQuantOptions) -> OnnxQuantResult:
                 _Reader(proto.graph.input[0].name, images),
                 quant_format=getattr(QuantFormat, _FORMATS[opts.format]),
                 per_channel=opts.per_channel,
-                activation_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 nodes_to_exclude=excluded,
                 calibrate_method=getattr(CalibrationMethod, _METHODS[opts.method]),
@@ -128,14 +129,22 @@ def quantize_onnx(opts: OnnxQuantOptions) -> OnnxQuantResult:
         _cap_ir_version(path)
         speed = None
         if opts.speed_check:
-            speed = onnx_speed.compare(static, path, images[0], per_channel=opts.per_channel, fmt=opts.format, method=opts.method)
+            speed = onnx_speed.compare(
+                static,
+                path,
+                images[0],
+                per_channel=opts.per_channel,
+                fmt=opts.format,
+                method=opts.method,
+                activations=activations,
+            )
         qparams: dict[str, object] = {
             "mode": "int8",
             "method": "onnxruntime quantize_static",
             "format": _FORMATS[opts.format],
             "calibration": opts.method,
             "weights": f"int8 symmetric {'per-channel' if opts.per_channel else 'per-tensor'}",
-            "activations": "int8 per-tensor",
+            "activations": f"{activations} per-tensor",
             "calibration_images": len(images),
             "input_type": "float32",
             "float_nodes": excluded,
@@ -173,7 +182,7 @@ def _write_static(onnx: object, model: Path, shape: tuple[int, ...], dest: Path)
 
 
 def _normalization(opts: OnnxQuantOptions, meta: ModelMetadata) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    mean_meta, std_meta = meta.normalization or PIXELS_0_1
+    mean_meta, std_meta = meta.normalization or manifest_io.PIXELS_0_1
     return opts.mean or mean_meta, opts.std or std_meta
 
 

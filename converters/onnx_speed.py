@@ -78,6 +78,7 @@ def compare(
     per_channel: bool,
     fmt: str,
     method: str,
+    activations: str = "int8",
     flags: set[str] | None = None,
 ) -> SpeedCheck:
     """Time both models on ``sample`` (one preprocessed image, no batch axis) and explain a slower int8."""
@@ -85,17 +86,31 @@ def compare(
     flags = cpu_flags() if flags is None else flags
     have = tuple(f for f in INT8_DOT_FLAGS if f in flags)
     cpu = platform.machine() or "unknown CPU"
-    notice = slower_notice(float_ms, int8_ms, have, cpu, per_channel=per_channel, fmt=fmt, method=method)
+    notice = slower_notice(float_ms, int8_ms, have, cpu, per_channel=per_channel, fmt=fmt, method=method, activations=activations)
     return SpeedCheck(float_ms, int8_ms, cpu, have, notice)
 
 
 def slower_notice(
-    float_ms: float, int8_ms: float, have: tuple[str, ...], cpu: str, *, per_channel: bool, fmt: str, method: str
+    float_ms: float,
+    int8_ms: float,
+    have: tuple[str, ...],
+    cpu: str,
+    *,
+    per_channel: bool,
+    fmt: str,
+    method: str,
+    activations: str = "int8",
 ) -> str | None:
     """None when int8 is at least as fast; else the likely reason on this CPU and the options to try."""
     if int8_ms <= float_ms:
         return None
-    if have:
+    x86 = cpu.lower() in ("x86_64", "amd64", "i686", "x86")
+    if x86 and activations == "int8":
+        reason = (
+            "ONNX Runtime's x86 int8 kernels are built for uint8 activations x int8 weights (U8S8: VPMADDUBSW, "
+            "VNNI's VPDPBUSD); int8 activations (S8S8, the QDQ default) take a slower path here"
+        )
+    elif have:
         reason = (
             f"this CPU has int8 dot-product instructions ({', '.join(have)}), so the likely cost is the "
             "Quantize/DequantizeLinear pairs: around the float detection head and around ops ONNX Runtime "
@@ -104,17 +119,20 @@ def slower_notice(
     else:
         reason = (
             "this CPU has no int8 dot-product instructions (x86 VNNI: avx512_vnni/avx_vnni; ARM: asimddp), "
-            "so ONNX Runtime's int8 kernels widen to 16 bits and gain little over float32"
+            "so ONNX Runtime's int8 kernels gain little over float32"
         )
     tries = []
+    if x86 and activations == "int8":
+        tries.append("--activations uint8 (U8S8, x86's native int8 path)")
     if fmt == "qdq":
-        tries.append("--format qoperator (fused QLinearConv kernels instead of QDQ pairs)")
+        tries.append("--format qoperator (fused QLinearConv kernels instead of QDQ pairs; uint8 activations)")
     if per_channel:
         tries.append("--per-tensor (one scale per weight tensor: cheaper requantization)")
-    tries.append(f"another calibration --method than {method} (entropy, percentile: ranges, not speed, but check both)")
+    tries.append(f"and, for accuracy rather than speed, another calibration --method than {method} (entropy, percentile)")
     arm = (
-        "A Raspberry Pi runs ONNX Runtime's ARM kernels, which behave differently: a Pi 5 (Cortex-A76) has "
-        "dot-product instructions, a Pi 4 (Cortex-A72) does not; measure there (edge-agent bench) before choosing."
+        "A Raspberry Pi runs ONNX Runtime's ARM kernels, which behave differently (S8S8 is their first choice): "
+        "a Pi 5 (Cortex-A76) has dot-product instructions, a Pi 4 (Cortex-A72) does not; measure there "
+        "(edge-agent bench) before choosing."
     )
     return (
         f"note: the int8 model is {int8_ms / float_ms:.2f}x SLOWER than float32 on this {cpu} machine "

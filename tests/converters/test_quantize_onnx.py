@@ -85,7 +85,9 @@ def test_dynamic_onnx_takes_size_labels_and_task_from_metadata(dynamic_onnx, tor
     _assert_int8_tracks_float(dynamic_onnx["meta"], out / "model.onnx", (256, 320))
 
 
-def _assert_int8_tracks_float(source: Path, quantized: Path, hw: tuple[int, int]) -> None:
+def _assert_int8_tracks_float(
+    source: Path, quantized: Path, hw: tuple[int, int], box_scale: float = dynamic_yolo.BOX_PIXELS
+) -> None:
     """Oracle: the float source in ONNX Runtime on the same inputs; int8 class scores stay close to it."""
     import onnxruntime as ort
 
@@ -95,7 +97,7 @@ def _assert_int8_tracks_float(source: Path, quantized: Path, hw: tuple[int, int]
     got = ort.InferenceSession(str(quantized), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
     assert got.shape == ref.shape
     scores_err = float(np.abs(got[0, 4:] - ref[0, 4:]).max())
-    boxes_err = float(np.abs(got[0, :4] - ref[0, :4]).max() / dynamic_yolo.BOX_PIXELS)
+    boxes_err = float(np.abs(got[0, :4] - ref[0, :4]).max() / box_scale)
     assert scores_err < 0.05 and boxes_err < 0.05, (scores_err, boxes_err)
 
 
@@ -172,3 +174,37 @@ def _labels(folder: Path, n: int) -> Path:
     path = folder / f"labels{n}.txt"
     path.write_text("".join(f"a{i}\n" for i in range(n)))
     return path
+
+
+@pytest.fixture(scope="module")
+def ultralytics_onnx() -> Path:
+    """Ultralytics' own ONNX exports of a YOLOv8n (3 classes, imgsz 160x224), shared with the metadata conformance suite."""
+    from tests.conformance.metadata.fixture import ultralytics_exports
+
+    return ultralytics_exports()
+
+
+@pytest.mark.parametrize("activations", ["int8", "uint8"])
+def test_ultralytics_dynamic_export(activations, ultralytics_onnx, torch_python, calibration_dir, tmp_path):
+    """A real `dynamic=True` export: size and labels from its metadata, int8 tracking the float model in ORT."""
+    out = tmp_path / activations
+    source = ultralytics_onnx / "yolov8n_dynamic.onnx"
+    args = [str(source), "--calibration", str(calibration_dir), "--activations", activations, "-o", str(out)]
+    ok(run(torch_python, *args, tool="quantize"))
+    det = load_detector(out / "model.onnx")
+    m = det.manifest
+    assert (m.input.width, m.input.height) == (224, 160) and m.labels == ("person", "traffic light", "hot dog")
+    assert m.quantization["activations"] == f"{activations} per-tensor" and m.quantization["latency"]["int8_p50_ms"] > 0
+    det.close()
+    assert _static_input(out / "model.onnx") == [1, 3, 160, 224]
+    _assert_int8_tracks_float(source, out / "model.onnx", (160, 224), box_scale=224.0)
+
+
+def test_ultralytics_static_export_refuses_another_size(ultralytics_onnx, torch_python, calibration_dir, tmp_path):
+    out = tmp_path / "q"
+    source = ultralytics_onnx / "yolov8n_static.onnx"
+    proc = run(
+        torch_python, str(source), "--calibration", str(calibration_dir), "--input-size", "320", "-o", str(out), tool="quantize"
+    )
+    assert proc.returncode == 2 and "contradicts" in proc.stderr and "224x160" in proc.stderr, proc.stderr[-2000:]
+    assert not out.exists()
