@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from converters import head_guard, manifest_io, onnx_speed
 from converters.calibration import load_calibration
 from converters.errors import ModelLoadError, OptionError
 from converters.kinds import InputKind
-from converters.progress import quiet
+from converters.progress import progress_bar, quiet
 from converters.source import SourceModel, load_source
 from converters.toolchain import require, tool_versions
 
@@ -58,15 +60,16 @@ class OnnxQuantResult:
 
 
 class _Reader:
-    """onnxruntime CalibrationDataReader over preprocessed images."""
+    """onnxruntime CalibrationDataReader over preprocessed images; advances a progress bar as ORT pulls them."""
 
-    def __init__(self, name: str, images: np.ndarray) -> None:
-        self._name, self._images, self._i = name, images, 0
+    def __init__(self, name: str, images: np.ndarray, advance: Callable[[], None] = lambda: None) -> None:
+        self._name, self._images, self._i, self._advance = name, images, 0, advance
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self._i >= len(self._images):
             return None
         self._i += 1
+        self._advance()
         return {self._name: self._images[self._i - 1][None]}
 
     def rewind(self) -> None:
@@ -82,6 +85,8 @@ def quantize_onnx(opts: OnnxQuantOptions) -> OnnxQuantResult:
 
     if opts.format not in _FORMATS:
         raise OptionError(f"--format {opts.format!r}: choose {' or '.join(_FORMATS)}")
+    if opts.activations not in (None, "int8", "uint8"):
+        raise OptionError(f"--activations {opts.activations!r}: choose int8 or uint8")
     meta = manifest_io.source_metadata(opts.model)
     dynamic = manifest_io.onnx_input_is_dynamic(opts.model)
     size = opts.input_size or (meta.input_size if dynamic else None)
@@ -114,11 +119,12 @@ def quantize_onnx(opts: OnnxQuantOptions) -> OnnxQuantResult:
         except Exception as exc:  # noqa: BLE001 - shape inference raises many types
             raise ModelLoadError(f"ONNX pre-processing (shape inference) failed for {opts.model}: {exc}") from None
         excluded = [] if opts.quantize_head else head_nodes(proto)
-        with quiet():
+        with progress_bar(sys.stdout) as bar, quiet():  # the bar keeps the real stdout; ORT's chatter is hidden
+            task = bar.add_task(f"calibrating ({opts.method}) and quantizing", total=len(images))
             quantize_static(
                 str(prep),
                 str(path),
-                _Reader(proto.graph.input[0].name, images),
+                _Reader(proto.graph.input[0].name, images, lambda: bar.advance(task)),
                 quant_format=getattr(QuantFormat, _FORMATS[opts.format]),
                 per_channel=opts.per_channel,
                 activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,

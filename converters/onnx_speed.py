@@ -82,7 +82,14 @@ def compare(
     flags: set[str] | None = None,
 ) -> SpeedCheck:
     """Time both models on ``sample`` (one preprocessed image, no batch axis) and explain a slower int8."""
-    float_ms, int8_ms = p50_ms(float_path, sample), p50_ms(int8_path, sample)
+    from converters.progress import progress_bar
+
+    with progress_bar() as bar:
+        task = bar.add_task("timing float32 and int8 on this machine", total=2)
+        float_ms = p50_ms(float_path, sample)
+        bar.advance(task)
+        int8_ms = p50_ms(int8_path, sample)
+        bar.advance(task)
     flags = cpu_flags() if flags is None else flags
     have = tuple(f for f in INT8_DOT_FLAGS if f in flags)
     cpu = platform.machine() or "unknown CPU"

@@ -6,13 +6,18 @@ import contextlib
 import io
 import sys
 from collections.abc import Iterator
+from typing import TextIO
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
-def progress_bar() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    transient=False)
+def progress_bar(stream: TextIO | None = None) -> Progress:
+    """The converters' bar; ``stream`` pins the output (a bar shown inside :func:`quiet` passes the real stdout)."""
+    console = Console(file=stream) if stream is not None else None
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False, console=console
+    )
 
 
 @contextlib.contextmanager
