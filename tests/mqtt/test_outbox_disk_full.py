@@ -106,3 +106,15 @@ def test_an_outbox_that_cannot_be_opened_is_not_set_aside_as_corrupt(tmp_path: P
     sink.bind(AgentContext("dev1", tmp_path / "state", None))
     with pytest.raises(AgentError, match="cannot open the MQTT outbox"):
         sink.start(None)  # type: ignore[arg-type]
+
+
+def test_the_reservation_made_at_open_covers_a_disk_that_fills_at_once(disk: SmallDisk) -> None:
+    path = disk.path / "o.sqlite"
+    OutboxStore(path, "dev1", max_rows=100, max_bytes=100_000).close()
+    store = OutboxStore(path, "dev1", max_rows=100, max_bytes=100_000)  # reserves at open, before any message
+    disk.fill()
+    with pytest.raises(OutboxWriteError) as err:
+        for _ in range(50):
+            store.append(_batch())
+    assert err.value.unnumbered == 0 and len(err.value.rows) == 20, "numbered from the reservation made at open"
+    store.close()

@@ -154,10 +154,12 @@ class OutboxStore:
             self.bytes += size
         try:  # reserve now, so messages can still be numbered if the disk fills before the first commit
             with self.db.atomic():
-                self._reserve_sql(self._next_seq)
+                reserved = self._reserve_sql(self._next_seq)
         except sqlite3.Error as exc:
             self._rollback()
             log.warning("outbox: cannot reserve message ids yet (%s); retried with the next write", exc)
+        else:
+            self._reserved = reserved or self._reserved  # only once committed
 
     @staticmethod
     def _open(path: Path, synchronous: str) -> Database:
