@@ -67,6 +67,16 @@ FAMILIES = {
         tflite_boxes_normalized=True,
         why="Ultralytics: RGB / 255, letterbox pad 114 (classify: centre crop), predict conf 0.25 iou 0.7",
     ),
+    # classic anchor-based YOLOv5 ([1, N, 5+C] with objectness): Ultralytics preprocessing, detect.py's defaults
+    "yolov5": Family(
+        "yolov5",
+        (0.0, 255.0),
+        ResizeMode.letterbox,
+        ResizeMode.center_crop,
+        114,
+        Thresholds(score=0.25, iou=0.45, max_detections=1000),
+        why="YOLOv5: RGB / 255, letterbox pad 114, detect.py conf 0.25 iou 0.45 max_det 1000",
+    ),
     # MediaPipe ImageToTensorCalculator: keep aspect ratio, BORDER_ZERO, float range [-1, 1]
     "mediapipe": Family(
         "mediapipe",
@@ -96,7 +106,7 @@ FAMILIES = {
     ),
 }
 
-_BY_OUTPUTS = {"ssd_anchors": "mediapipe", "yolov8": "ultralytics", "yolov5": "ultralytics", "end2end": "ultralytics"}
+_BY_OUTPUTS = {"ssd_anchors": "mediapipe", "yolov8": "ultralytics", "yolov5": "yolov5", "end2end": "ultralytics"}
 
 
 @dataclass
@@ -218,8 +228,8 @@ def _normalization(
             mean_v, std_v = family.normalization
             return Normalization(mean=(mean_v,) * channels, std=(std_v,) * channels), f"family convention: {family.name}"
         return Normalization(mean=(0.0,) * channels, std=(255.0,) * channels), f"{GUESS} (pixels / 255)"
-    if family is not None and family.name == "ultralytics" and tensor.quantized:
-        # Ultralytics' own LiteRT backend feeds x / 255 quantized with the input's scale and zero point
+    if family is not None and family.name in ("ultralytics", "yolov5") and tensor.quantized:
+        # Ultralytics' own LiteRT backends (YOLOv5 and YOLOv8 on) feed x / 255 quantized with the input's scale and zero point
         return Normalization(mean=(0.0,) * channels, std=(255.0,) * channels), f"family convention: {family.name}"
     if not tensor.quantized:
         return Normalization(mean=(0.0,) * channels, std=(1.0,) * channels), "integer input without quantization: raw pixels"

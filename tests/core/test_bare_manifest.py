@@ -104,3 +104,13 @@ def test_input_size_argument(text: str, size: tuple[int, int]) -> None:
 def test_bad_input_size_argument_says_the_form(text: str) -> None:
     with pytest.raises(ValueError, match="WIDTHxHEIGHT"):
         parse_input_size(text)
+
+
+def test_classic_yolov5_outputs_take_detect_py_defaults() -> None:
+    head = TensorInfo("output0", (1, 2000, 7), np.dtype(np.float32))  # [1, N, 5+C] with objectness
+    resolved = describe_bare(
+        TensorInfo("images", (1, 3, 64, 64), np.dtype(np.float32)), [head], Path("v5.onnx"), ModelMetadata(), None
+    )
+    assert resolved.manifest.decoder.type == "yolov5" and resolved.manifest.labels == ("class0", "class1")
+    assert (resolved.manifest.thresholds.score, resolved.manifest.thresholds.iou) == (0.25, 0.45)
+    assert resolved.manifest.input.pad_value == 114 and resolved.sources["input.normalization"] == "family convention: yolov5"
