@@ -13,9 +13,10 @@ import numpy as np
 from agent import ModelManifest
 from agent.decoders import detect_decoder
 from agent.decoders.base import TensorInfo
-from agent.manifest import DecoderSpec, InputSpec, Layout, Normalization, Task, TensorDType, Thresholds
+from agent.manifest import DecoderSpec, InputSpec, Layout, Normalization, ResizeMode, Task, TensorDType, Thresholds
 from converters import head_guard, manifest_io
-from converters.calibration import load_calibration
+from converters import tflite_graph as graph
+from converters.calibration import image_files, load_calibration
 from converters.errors import OptionError, ParityError
 from converters.kinds import PATH_OF_KIND, InputKind, detect_kind
 from converters.source import SourceModel, load_source
@@ -23,6 +24,7 @@ from converters.tflite_quant import quantize
 from converters.toolchain import tool_versions
 
 PARITY_IMAGES = 4
+SSD_POSTPROCESS = "TFLite_Detection_PostProcess"
 
 
 @dataclass(slots=True)
@@ -73,15 +75,25 @@ def convert_to_tflite(opts: ConvertOptions) -> ConvertResult:
     _, h, w = (source.input_shape[0], *((source.input_shape[2:4]) if source.layout is Layout.NCHW else source.input_shape[1:3]))
     float_spec = InputSpec(width=w, height=h, layout=layout, dtype=TensorDType.float32,
                            normalization=Normalization(mean=opts.mean, std=opts.std))
-    calibration = None
-    if opts.calibration is not None:  # checked before the (slow) export: a bad folder fails fast
-        calibration = load_calibration(opts.calibration, float_spec, opts.calibration_limit,
-                                       warn=opts.quantize == "int8")
+    if opts.calibration is not None:
+        image_files(opts.calibration)  # checked before the (slow) export: a bad folder fails fast
     work = Path(tempfile.mkdtemp(prefix="convert-to-tflite-"))
     fp32 = work / "model_fp32.tflite"
     _export_fp32(source, kind, opts, nhwc_out, fp32)
+    ssd = graph.has_custom_op(fp32, SSD_POSTPROCESS)
+    if ssd:  # SSD exports take the whole frame stretched to the input (the OD API's fixed_shape_resizer)
+        float_spec = float_spec.model_copy(update={"resize": ResizeMode.stretch})
+    calibration = None
+    if opts.calibration is not None:
+        calibration = load_calibration(opts.calibration, float_spec, opts.calibration_limit, warn=opts.quantize == "int8")
     check = calibration[:PARITY_IMAGES] if calibration is not None else _random_inputs(float_spec)
-    worst = _parity(source, fp32, check, layout, opts.parity_tolerance)
+    if ssd:
+        # the source's post-process is a placeholder body that TF's converter replaces with the real op
+        worst = None
+        print(f"note: the graph ends in {SSD_POSTPROCESS}; the source's placeholder for it computes nothing real, so "
+              "float parity is not checked against the source (validate with --validate and labelled images)")
+    else:
+        worst = _parity(source, fp32, check, layout, opts.parity_tolerance)
 
     outputs = _fp32_outputs(fp32, check)
     labels = opts.labels or source.labels or _default_labels(outputs)
@@ -97,7 +109,7 @@ def convert_to_tflite(opts: ConvertOptions) -> ConvertResult:
     pixel_range = _pixel_range(opts.mean, opts.std)
     qparams = quantize(fp32, model_path, opts.quantize, qcal, opts.io_type, float_head, pixel_range)
     qparams["head_guard"] = guard.as_dict(float_head)
-    qparams["fp32_parity_max_abs"] = float(f"{worst:.3g}")
+    qparams["fp32_parity_max_abs"] = float(f"{worst:.3g}") if worst is not None else f"not checked ({SSD_POSTPROCESS})"
     spec = float_spec.model_copy(update={"dtype": TensorDType(opts.io_type)}) if opts.quantize == "int8" else float_spec
     manifest = ModelManifest(
         name=opts.name or source.name, version=opts.version,
@@ -172,10 +184,10 @@ def _parity(source: SourceModel, fp32: Path, inputs: np.ndarray, layout: Layout,
 def _fp32_outputs(fp32: Path, inputs: np.ndarray) -> list[tuple[TensorInfo, np.ndarray]]:
     from ai_edge_litert.interpreter import Interpreter
 
-    interp = Interpreter(model_path=str(fp32), num_threads=1)
-    details = interp.get_output_details()
+    details = Interpreter(model_path=str(fp32), num_threads=1).get_output_details()
     values = [_run_tflite(fp32, x[None]) for x in inputs]
-    return [(TensorInfo(d["name"], tuple(int(s) for s in d["shape"]), np.dtype(d["dtype"])),
+    # shapes from the produced arrays: a custom op's outputs (TFLite_Detection_PostProcess) have none before invoke
+    return [(TensorInfo(d["name"], tuple(int(s) for s in values[0][i].shape), np.dtype(d["dtype"])),
              np.concatenate([v[i] for v in values])) for i, d in enumerate(details)]
 
 

@@ -41,6 +41,16 @@ def op_names(data: bytes | Path) -> list[str]:
     return sorted({by_value.get(_builtin(model.operatorCodes[op.opcodeIndex]), "?") for op in model.subgraphs[0].operators})
 
 
+def has_custom_op(data: bytes | Path, name: str) -> bool:
+    """Does the model use the custom op ``name`` (e.g. TFLite_Detection_PostProcess)?"""
+    model = _read(data)
+    for code in model.operatorCodes:
+        custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
+        if custom == name:
+            return True
+    return False
+
+
 def signature_input_name(path: Path) -> str:
     from ai_edge_litert.interpreter import Interpreter
 
