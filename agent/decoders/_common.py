@@ -141,21 +141,25 @@ def clip_unit(boxes: np.ndarray) -> np.ndarray:
 
 
 def center_to_corners(centers: np.ndarray, width: float, height: float) -> np.ndarray:
-    """(K, 4) cx, cy, w, h in units of ``width``/``height`` -> (K, 4) x1, y1, x2, y2 in 0..1, clipped."""
+    """(K, 4) cx, cy, w, h in units of ``width``/``height`` -> (K, 4) x1, y1, x2, y2 in 0..1, not clipped.
+
+    NMS must see the boxes as the model drew them (Ultralytics suppresses before clipping: clipped boxes
+    overlap more and lose neighbours the reference keeps); :func:`suppress` clips the survivors.
+    """
     c = centers.astype(np.float32, copy=False)
     half = c[:, 2:4] * np.float32(0.5)
     out = np.empty((len(c), 4), dtype=np.float32)
     np.subtract(c[:, :2], half, out=out[:, :2])
     np.add(c[:, :2], half, out=out[:, 2:])
     out *= np.array([1.0 / width, 1.0 / height, 1.0 / width, 1.0 / height], dtype=np.float32)
-    return clip_unit(out)
+    return out
 
 
 def suppress(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, thresholds: Thresholds) -> DecodedOutput:
-    """Class-aware NMS and the max_detections cap over already score-filtered candidates."""
+    """Class-aware NMS and the max_detections cap over already score-filtered candidates; survivors clipped to 0..1."""
     keep = nms(boxes, scores, class_ids, thresholds.iou, thresholds.max_detections)
     return DecodedOutput(
-        boxes=boxes[keep].astype(np.float32, copy=False),
+        boxes=clip_unit(boxes[keep].astype(np.float32)),  # a copy (fancy indexing), clipped in place
         scores=scores[keep].astype(np.float32, copy=False),
         class_ids=class_ids[keep].astype(np.int64, copy=False),
     )
