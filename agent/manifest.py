@@ -238,11 +238,14 @@ def read_embedded_manifest(model_path: Path) -> ModelManifest | None:
         # A .tflite with an appended zip: the zip directory sits at the end of the file.
         try:
             with zipfile.ZipFile(model_path) as zf:
-                if EMBEDDED_TFLITE_MEMBER in zf.namelist():
-                    return parse_manifest(zf.read(EMBEDDED_TFLITE_MEMBER), f"embedded in {model_path}")
+                if EMBEDDED_TFLITE_MEMBER not in zf.namelist():
+                    return None
+                text = zf.read(EMBEDDED_TFLITE_MEMBER)
         except zipfile.BadZipFile:
             return None
-        return None
+        if _is_foreign_metadata(text):
+            return None  # Ultralytics exports use the same member name for their own metadata (agent.model_metadata reads it)
+        return parse_manifest(text, f"embedded in {model_path}")
     if suffix == ".onnx":
         try:
             import onnx  # only present on workstations; the agent reads metadata via onnxruntime
@@ -258,6 +261,16 @@ def read_embedded_manifest(model_path: Path) -> ModelManifest | None:
             if prop.key == EMBEDDED_ONNX_KEY:
                 return parse_manifest(prop.value, f"embedded in {model_path}")
     return None
+
+
+def _is_foreign_metadata(text: bytes) -> bool:
+    from agent.model_metadata import is_ultralytics_metadata
+
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return False  # not JSON at all: parse_manifest reports it as a broken manifest
+    return is_ultralytics_metadata(doc)
 
 
 def _read_onnx_metadata_via_ort(model_path: Path) -> ModelManifest | None:

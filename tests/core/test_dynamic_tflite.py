@@ -47,3 +47,23 @@ def test_dynamic_signature_answers_as_its_static_twin(models: Path) -> None:
 def test_dynamic_signature_without_a_size_says_where_to_set_it(models: Path) -> None:
     with pytest.raises(ManifestError, match=r"dynamic\.tflite.*'images'.*model\.input_size"):
         load_detector(models / "dynamic.tflite", BackendOptions(threads=1))
+
+
+def test_ultralytics_metadata_json_in_a_tflite_is_not_mistaken_for_our_manifest(models: Path, tmp_path: Path) -> None:
+    """Ultralytics appends its own ``metadata.json`` zip member (our embedded manifest's name): read it as metadata."""
+    import json
+    import shutil
+    import zipfile
+
+    model = tmp_path / "yolo.tflite"
+    shutil.copyfile(models / "static.tflite", model)
+    meta = {"author": "Ultralytics", "task": "detect", "stride": 8, "imgsz": [96, 128], "names": {0: "cat", 1: "dog"}}
+    with zipfile.ZipFile(model, "a") as zf:
+        zf.writestr("metadata.json", json.dumps(meta))
+    detector = load_detector(model, BackendOptions(threads=1))
+    try:
+        assert detector.manifest_origin == "read from the model (no manifest)"
+        assert detector.labels == ("cat", "dog") and "ultralytics" in detector.sources["family"]
+        assert detector.manifest.decoder.boxes_normalized  # type: ignore[union-attr]  # Ultralytics TFLite exports
+    finally:
+        detector.close()
