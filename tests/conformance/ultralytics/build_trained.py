@@ -59,6 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--weights", type=Path, default=WEIGHTS, help="another checkpoint (while developing)")
     args = parser.parse_args()
     out = args.out.resolve()
     os.environ["YOLO_CONFIG_DIR"] = str(out / ".ultralytics")  # settings stay in the fixture folder
@@ -67,14 +68,14 @@ def main() -> None:
     from ultralytics import YOLO
 
     weights = out / "best.pt"
-    shutil.copyfile(WEIGHTS, weights)
+    shutil.copyfile(args.weights, weights)
     probes = write_probe_images(out / "images", PROBE_SEED)
     heldout = write_split(out / "heldout", "test", HELDOUT_SEED, HELDOUT)
     data = write_dataset_yaml(out / "heldout", "test", "test")
     images = probes + heldout[:BOX_FOR_BOX]
     model = YOLO(str(weights))
     facts: dict[str, object] = {
-        "weights": WEIGHTS.name,
+        "weights": args.weights.name,
         "ultralytics": ultralytics.__version__,
         "torch": torch.__version__,
         "imgsz": IMGSZ,
@@ -91,7 +92,7 @@ def main() -> None:
         started = time.monotonic()
         entry: dict[str, object] = {}
         try:
-            path = export_variant(model, weights.stem.replace("best", "yolov8n_scenes"), variant, IMGSZ, out)
+            path = export_variant(model, "yolov8n_scenes", variant, IMGSZ, out)
             entry["file"] = str(path.relative_to(out))
             entry["export_s"] = round(time.monotonic() - started, 1)
             if path.suffix == ".onnx":

@@ -16,6 +16,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import cv2
+
+from agent.detector import load_detector
+from agent.manifest import Thresholds
+from tests.conformance import refs
 from tests.conformance.refs import REPO, build_fixture, ref_python
 
 HERE = Path(__file__).resolve().parent
@@ -64,3 +69,25 @@ def variant_file(fixture: Path, variant: str) -> tuple[Path, dict[str, Any]]:
 
 class VariantMissing(RuntimeError):
     """The reference exporter did not produce this variant (the message carries its error)."""
+
+
+def agent_matches_reference(model: Path, fixture: Path, reference: dict[str, Any], where: str) -> int:
+    """Load ``model`` bare, run it on every reference image, compare box for box; return the matched count."""
+    detector = load_detector(
+        model, thresholds=Thresholds(score=reference["threshold"], iou=reference["iou"], max_detections=reference["max_det"])
+    )
+    problems, matched = [], 0
+    try:
+        for name, expected in reference["images"].items():
+            frame = cv2.imread(str(fixture / name))
+            assert frame is not None, f"{fixture / name} is not a readable image"
+            try:
+                matched += refs.assert_detections_match(
+                    detector.detect(frame), expected["detections"], reference["threshold"], f"{where} {name}"
+                )
+            except AssertionError as exc:
+                problems.append(str(exc))
+    finally:
+        detector.close()
+    assert not problems, f"{where}: {len(problems)} of {len(reference['images'])} images differ:\n" + "\n".join(problems)
+    return matched

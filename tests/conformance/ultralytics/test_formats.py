@@ -13,38 +13,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-import cv2
 import pytest
 
 from agent.detector import load_detector
-from agent.manifest import Thresholds
-from tests.conformance import refs
-
-from .fixtures import END2END_FAMILIES, FAMILIES, VariantMissing, format_fixture, variant_file
+from tests.conformance.ultralytics.fixtures import (
+    END2END_FAMILIES,
+    FAMILIES,
+    VariantMissing,
+    agent_matches_reference,
+    format_fixture,
+    variant_file,
+)
 
 pytestmark = pytest.mark.slow
-
-
-def agent_matches_reference(model: Path, fixture: Path, reference: dict[str, Any], where: str) -> int:
-    """Load ``model`` bare, run it on every reference image, compare box for box; return the matched count."""
-    detector = load_detector(
-        model, thresholds=Thresholds(score=reference["threshold"], iou=reference["iou"], max_detections=reference["max_det"])
-    )
-    problems, matched = [], 0
-    try:
-        for name, expected in reference["images"].items():
-            frame = cv2.imread(str(fixture / name))
-            assert frame is not None, f"{fixture / name} is not a readable image"
-            try:
-                matched += refs.assert_detections_match(
-                    detector.detect(frame), expected["detections"], reference["threshold"], f"{where} {name}"
-                )
-            except AssertionError as exc:
-                problems.append(str(exc))
-    finally:
-        detector.close()
-    assert not problems, f"{where}: {len(problems)} of {len(reference['images'])} images differ:\n" + "\n".join(problems)
-    return matched
 
 
 def _file(family: str, variant: str) -> tuple[Path, Path, dict[str, Any]]:
