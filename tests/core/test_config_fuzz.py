@@ -206,3 +206,30 @@ def test_check_on_arbitrary_bytes(raw: bytes) -> None:
 @given(raw=mutated_configs())
 def test_check_on_mutated_configs(raw: bytes) -> None:
     _check_then_run(raw)
+
+
+ENV_FIELDS = [
+    "MODEL__THREADS",
+    "MODEL__BACKEND",
+    "MODEL",
+    "SOURCE__FPS",
+    "SOURCE",
+    "SINKS",
+    "HTTP__PORT",
+    "LOG__LEVEL",
+    "DEVICE_ID",
+]
+
+
+@_FUZZ
+@given(field=st.sampled_from(ENV_FIELDS), value=st.text(alphabet=st.characters(blacklist_categories=["Cs", "Cc"]), max_size=30))
+def test_check_with_arbitrary_environment_overrides(field: str, value: str) -> None:
+    name = f"EDGE_AGENT_{field}"
+    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as env:
+        env.setenv(name, value)
+        path = Path(tmp) / "config.yaml"
+        path.write_bytes(SEED_TEXTS[0])
+        code, printed = _agent("check", "-c", str(path))
+    assert code in ALLOWED_EXITS and "Traceback" not in printed, printed
+    if code == 2:
+        assert name in printed, f"the error names the variable that caused it:\n{printed}"
