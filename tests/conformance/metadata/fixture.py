@@ -18,6 +18,7 @@ from tests.conformance.refs import build_fixture, ref_python
 
 HERE = Path(__file__).resolve().parent
 KINDS = ("float", "uint8")
+SCENES = HERE.parents[2] / "agent" / "sources" / "scenes.py"
 
 
 @functools.cache
@@ -27,7 +28,7 @@ def classifier_fixture() -> Path:
         "metadata-classifier-models",
         os.environ.get("EDGE_AGENT_CONVERT_PYTHON") or ref_python("convert"),
         HERE / "build_classifier.py",
-        inputs=[HERE.parents[2] / "agent" / "sources" / "scenes.py"],
+        inputs=[SCENES],
     )
     return build_fixture(
         "metadata-classifier", ref_python("tflite_support"), HERE / "write_metadata.py", "--models", str(models), inputs=[models]
@@ -65,4 +66,15 @@ def mediapipe_models_displayed() -> Path:
     models = [Path(site) / "mediapipe" / "modules" / name for name in MEDIAPIPE_MODELS]
     return build_fixture(
         "metadata-mediapipe", ref_python("tflite_support"), HERE / "display_metadata.py", *map(str, models), inputs=models
+    )
+
+
+@functools.cache
+def ssd_with_metadata() -> Path:
+    """The SSD format case's models (tests/conformance/formats, same cache entry) with object-detector metadata."""
+    convert = os.environ.get("EDGE_AGENT_CONVERT_PYTHON") or ref_python("convert")
+    formats = HERE.parent / "formats"
+    ssd = build_fixture("ssd-postprocess", convert, formats / "build_ssd_postprocess.py", inputs=[SCENES])
+    return build_fixture(
+        "metadata-ssd", ref_python("tflite_support"), HERE / "write_detector_metadata.py", "--ssd", str(ssd), inputs=[ssd]
     )
