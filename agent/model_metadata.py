@@ -115,9 +115,10 @@ class _Fields:
             self.extra[key] = text
 
     def warn(self, where: str, value: object, reason: str) -> None:
-        shown = repr(value)
+        """One warning naming the file, the metadata key (and its value when there is one) and what is wrong."""
+        shown = "" if value is None else repr(value)
         shown = shown if len(shown) <= 80 else shown[:77] + "..."
-        log.warning("%s: ignoring model metadata %s = %s: %s", self.path, where, shown, reason)
+        log.warning("%s: ignoring model metadata %s%s: %s", self.path, where, f" = {shown}" if shown else "", reason)
 
     def build(self) -> ModelMetadata:
         return ModelMetadata(sources=self.sources, extra=self.extra, **self.values)
@@ -144,7 +145,7 @@ def _read_tflite(data: mmap.mmap, path: Path, fields: _Fields) -> None:
                     raise FlatbufferError(f"metadata buffer index {index} is past the model's {len(buffers)} buffers")
                 _read_tflite_metadata(_buffer_bytes(data, buffers[index]), fields)
     except FlatbufferError as exc:
-        fields.warn(_TFLITE_METADATA, path.name, f"not a readable TFLite flatbuffer ({exc})")
+        fields.warn(_TFLITE_METADATA, None, f"not a readable TFLite flatbuffer ({exc})")
     _read_tflite_zip(path, fields)
 
 
@@ -172,11 +173,11 @@ def _read_tflite_metadata(blob: bytes, fields: _Fields) -> None:
         if inputs:
             _read_input_tensor(inputs[0], fields)
     except FlatbufferError as exc:  # one damaged section must not hide the others
-        fields.warn("input tensor metadata", "", str(exc))
+        fields.warn("input tensor metadata", None, str(exc))
     try:
         _read_output_tensors(outputs, fields)
     except FlatbufferError as exc:
-        fields.warn("output tensor metadata", "", str(exc))
+        fields.warn("output tensor metadata", None, str(exc))
 
 
 def _read_output_tensors(outputs: list[Table], fields: _Fields) -> None:
@@ -307,7 +308,7 @@ def _read_onnx(data: mmap.mmap, fields: _Fields) -> None:
             elif number == 5 and isinstance(value, int) and value:
                 fields.note("model_version", value)
     except ValueError as exc:
-        fields.warn("ModelProto", fields.path.name, f"not a readable ONNX protobuf ({exc})")
+        fields.warn("ModelProto", None, f"not a readable ONNX protobuf ({exc})")
     _read_key_values(props, fields, "ONNX metadata_props")
 
 
