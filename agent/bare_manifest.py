@@ -297,6 +297,10 @@ def describe_bare(
         labels, sources["labels"] = tuple(f"class{i}" for i in range(num_classes)), f"{GUESS} (class0..class{num_classes - 1})"
     thresholds = family.thresholds if family is not None and family.thresholds is not None else Thresholds()
     sources["thresholds"] = conv if family is not None and family.thresholds is not None else "defaults"
+    if task is Task.classify and family is not None:
+        # Ultralytics' probs.top5 and the Task Library's classifier (score_threshold 0) report the top classes unfiltered
+        thresholds = Thresholds(score=0.0)
+        sources["thresholds"] = f"{conv} (a classifier reports its top-5 whatever the scores)"
     manifest = ModelManifest(
         name=path.stem,
         version="0",

@@ -114,3 +114,11 @@ def test_classic_yolov5_outputs_take_detect_py_defaults() -> None:
     assert resolved.manifest.decoder.type == "yolov5" and resolved.manifest.labels == ("class0", "class1")
     assert (resolved.manifest.thresholds.score, resolved.manifest.thresholds.iou) == (0.25, 0.45)
     assert resolved.manifest.input.pad_value == 114 and resolved.sources["input.normalization"] == "family convention: yolov5"
+
+
+def test_classifiers_of_a_known_family_report_their_top_classes_unfiltered() -> None:
+    tensor = TensorInfo("input", (1, 64, 64, 3), np.dtype(np.float32))
+    tflite = describe_bare(tensor, [CLASSES], Path("cls.tflite"), ModelMetadata(), None)
+    assert tflite.manifest.thresholds.score == 0.0 and "top-5" in tflite.sources["thresholds"]
+    unknown = describe_bare(tensor, [CLASSES], Path("cls.onnx"), ModelMetadata(), None)
+    assert unknown.manifest.thresholds.score == 0.5 and unknown.sources["thresholds"] == "defaults"
