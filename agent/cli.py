@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from agent.bench_compare import register as register_bench_compare
 from agent.bench_model import register as register_bench_model
 from agent.cli_conventions import add_json_options, add_version_everywhere, run_with_json_output
 from agent.errors import AgentError, BackendUnavailableError, ConfigError, ModelError, SourceError
@@ -329,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_status(sub)  # status (agent/status_file.py)
     register_mqtt(sub)  # tail, bench-mqtt, mqtt schema|sign (agent/mqtt_cli.py)
     register_bench_model(sub)  # bench-model MODEL (agent/bench_model.py)
+    register_bench_compare(sub)  # bench-compare (agent/bench_compare.py)
     register_http(sub)  # bench-http (agent/http/bench.py)
     register_ota(sub)  # bench-ota (agent/ota/bench.py)
     add_version_everywhere(parser, f"edge-agent {__version__}")
