@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.backends.base import Backend, BackendOptions
+from agent.backends.base import Backend, BackendOptions, DeclaredTensor
 from agent.decoders.base import TensorInfo
 from agent.manifest import InputSpec, TensorDType
 from converters.source import SourceModel
@@ -23,6 +23,11 @@ class SourceBackend(Backend):
         self.source = source
         self._input = np.zeros(source.input_shape, np.float32)
         self._outputs: list[np.ndarray] = [np.zeros(s, np.float32) for s in output_shapes]
+
+    @classmethod
+    def declared_tensors(cls, model_path: Path) -> tuple[list[DeclaredTensor], list[DeclaredTensor]]:
+        """Not meaningful here: the source runs in memory, there is no file of ours to inspect."""
+        raise NotImplementedError("the converters' source backend runs an in-memory model; it declares no file tensors")
 
     @property
     def input(self) -> TensorInfo:
