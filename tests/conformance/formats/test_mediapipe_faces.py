@@ -1,9 +1,10 @@
 """MediaPipe's real face detectors (BlazeFace short and full range, from the mediapipe wheel), loaded bare.
 
 Reference: MediaPipe's own face detection solution on the same photographs (build_mediapipe.py), i.e. its
-letterbox (black border), [-1, 1] input, SSD anchors, decoding and weighted NMS. The agent gets nothing but
-the .tflite path and the thresholds the MediaPipe graph itself applies (score 0.5 short range, 0.6 full range;
-suppression IoU 0.3), given as a user gives thresholds in the config.
+letterbox (black border), [-1, 1] input, SSD anchors, decoding and weighted NMS. Two ways in: truly bare (the
+.tflite path and nothing else: the thresholds must come from the family convention too), and with the thresholds
+the MediaPipe graph itself applies (score 0.5 short range, 0.6 full range; suppression IoU 0.3) given as a user
+gives them in the config, which isolates preprocessing and decoding from the threshold defaults.
 Faceless photos (a cat, coffee, a motorcycle) must give no face: fed [0, 1] instead of [-1, 1], the
 short-range model calls the cat a face.
 """
@@ -37,11 +38,13 @@ def test_reference_is_meaningful(mediapipe_faces: Path) -> None:
         assert images["coffee.png"]["detections"] == [], name
 
 
+@pytest.mark.parametrize("config", ["bare", "graph_thresholds"])
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_bare_model_matches_mediapipe(mediapipe_faces: Path, name: str) -> None:
+def test_model_matches_mediapipe(mediapipe_faces: Path, name: str, config: str) -> None:
     reference = load_reference(mediapipe_faces, f"reference_{name}.json")
     threshold = reference["threshold"]
-    detector = load_detector(mediapipe_faces / MODELS[name], thresholds=Thresholds(score=threshold, iou=MEDIAPIPE_IOU))
+    given = Thresholds(score=threshold, iou=MEDIAPIPE_IOU) if config == "graph_thresholds" else None
+    detector = load_detector(mediapipe_faces / MODELS[name], thresholds=given)
     problems, matched = [], 0
     try:
         for image, expected in reference["images"].items():
