@@ -4,10 +4,14 @@
 ``tflite``), ``<variant>/reference.json`` (Ultralytics predict on that file), ``images/`` and ``build.json``
 (versions, tensor shapes and metadata, and the error of any variant the exporter could not produce).
 
-``trained_fixture()`` -> the same for the committed trained YOLOv8n (``TRAINED_WEIGHTS``), plus
-``heldout/`` (a labelled YOLO split of unseen scenes, ``data.yaml``), ``val.json`` (Ultralytics ``val`` of each
-file on it) and ``best.pt`` (a copy of the weights). The converter tests share these folders: same builder,
-same arguments, same cache key, so nothing is built twice.
+``trained_fixture()`` -> the same for the committed trained YOLOv8n (``TRAINED_WEIGHTS``), plus ``heldout/``
+(a labelled YOLO split of unseen scenes, ``data.yaml``), ``val.json`` (Ultralytics ``val`` of each file on it)
+and ``best.pt`` (a copy of the weights).
+
+``yolov5_fixture()`` -> the classic anchor-based YOLOv5n exported and answered by the ``yolov5`` package
+(variants ``onnx`` and ``onnx-dynamic``).
+
+The converter tests share these folders: same builder, same arguments, same cache key, nothing built twice.
 """
 
 from __future__ import annotations
@@ -56,6 +60,11 @@ def trained_fixture() -> Path:
         HERE / "build_trained.py",
         inputs=(*SHARED_INPUTS, HERE / "build_formats.py", TRAINED_WEIGHTS),
     )
+
+
+def yolov5_fixture() -> Path:
+    """The classic anchor-based YOLOv5n ([1, N, 5+C], objectness) from the ``yolov5`` package, with its own answers."""
+    return build_fixture("yolov5-classic", ref_python("yolov5"), HERE / "build_yolov5.py", inputs=SHARED_INPUTS)
 
 
 def variant_file(fixture: Path, variant: str) -> tuple[Path, dict[str, Any]]:
