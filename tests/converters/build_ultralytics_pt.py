@@ -83,7 +83,7 @@ def main() -> None:
         model = YOLO(args.model)
         give_structure(model.model, images, args.imgsz)
         model.save(str(target))
-    reference = predict_reference(target, images, args.imgsz)
+    reference = predict_reference(target, images, args.imgsz, out)
     assert reference["threshold"] == CONF and reference["iou"] == IOU
     (out / "reference.json").write_text(json.dumps(reference, indent=1))
     if args.heldout:
