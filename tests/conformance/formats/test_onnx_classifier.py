@@ -46,10 +46,15 @@ def test_reference_is_meaningful(onnx_classifier: Path) -> None:
         assert len(orders) >= 3, f"{kind}: the images barely differ in their top-5"
 
 
-def test_dynamic_batch_classifier_loads_bare(onnx_classifier: Path) -> None:
-    """unit.onnx: no manifest, no config; the agent fixes the batch to 1 and answers as onnxruntime does."""
+@pytest.mark.parametrize("config", ["bare", "top5_thresholds"])
+def test_dynamic_batch_classifier_loads_bare(onnx_classifier: Path, config: str) -> None:
+    """unit.onnx with no manifest: the agent fixes the batch to 1 and answers as onnxruntime does.
+
+    Truly bare (not even thresholds: a classifier's answer is its top 5, unfiltered), and with the top-5
+    thresholds given in the config, which isolates loading and preprocessing from the threshold defaults.
+    """
     reference = load_reference(onnx_classifier)
-    detector = load_detector(onnx_classifier / "unit.onnx", thresholds=TOP5)
+    detector = load_detector(onnx_classifier / "unit.onnx", thresholds=TOP5 if config == "top5_thresholds" else None)
     try:
         assert detector.manifest.task.value == "classify", detector.manifest.decoder
         assert len(detector.labels) == len(reference["labels"])
