@@ -52,7 +52,9 @@ def code_key(repo: Path = REPO) -> str:
 def deps_key(extras: list[str], pins: list[str], repo: Path = REPO) -> str:
     """Hash of the dependency lists the heavy install resolves (a code-only change does not alter it)."""
     project = tomllib.loads((repo / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    data = {"deps": project["dependencies"], "extras": project.get("optional-dependencies", {}), "want": extras, "pins": pins}
+    # extras may name each other (edge-agent[convert-tf]): with any extra wanted, every list counts
+    optional = project.get("optional-dependencies", {}) if extras else {}
+    data = {"deps": project["dependencies"], "extras": optional, "want": extras, "pins": pins}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
