@@ -60,14 +60,14 @@ def image_files(folder: Path) -> list[Path]:
 
 def ground_truth(folder: Path, files: list[Path], frames: list[np.ndarray], labels: tuple[str, ...]) -> dict[str, Any] | None:
     """COCO-style ground truth from YOLO label files beside the images (image ids 1..N in ``files`` order)."""
-    if not any(f.with_suffix(".txt").is_file() for f in files):
+    if not any(_label_file(f).is_file() for f in files):
         return None
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     for i, (path, frame) in enumerate(zip(files, frames, strict=True), 1):
         h, w = frame.shape[:2]
         images.append({"id": i, "file_name": path.name, "width": w, "height": h})
-        txt = path.with_suffix(".txt")
+        txt = _label_file(path)
         for line in txt.read_text().splitlines() if txt.is_file() else []:
             c, cx, cy, bw, bh = (float(v) for v in line.split()[:5])
             annotations.append(
@@ -81,6 +81,16 @@ def ground_truth(folder: Path, files: list[Path], frames: list[np.ndarray], labe
                 }
             )
     return {"images": images, "annotations": annotations, "categories": [{"id": i + 1, "name": n} for i, n in enumerate(labels)]}
+
+
+def _label_file(image: Path) -> Path:
+    """YOLO labels beside the image, or in Ultralytics' layout (the last ``images/`` folder -> ``labels/``)."""
+    beside = image.with_suffix(".txt")
+    parts = image.parts
+    if beside.is_file() or "images" not in parts[:-1]:
+        return beside
+    cut = len(parts) - 2 - parts[:-1][::-1].index("images")
+    return Path(*parts[:cut], "labels", *parts[cut + 1 : -1], image.stem + ".txt")
 
 
 def coco_map(gt: dict[str, Any] | None, detections: list[dict[str, Any]]) -> tuple[float | None, float | None]:
@@ -328,7 +338,11 @@ def _compare_and_print(args: argparse.Namespace, json_path: Path | None) -> int:
 def register(sub: Any) -> None:
     """Add ``bench-compare`` to the ``edge-agent`` sub-commands."""
     p = sub.add_parser("bench-compare", help="original float model vs converted model (vs Ultralytics predict): fps and mAP")
-    p.add_argument("--images", required=True, help="folder of images (YOLO .txt labels beside them give mAP)")
+    p.add_argument(
+        "--images",
+        required=True,
+        help="folder of images (YOLO .txt labels beside them, or in Ultralytics' labels/ twin folder, give mAP)",
+    )
     p.add_argument("--original", required=True, help="the user's float model (.onnx or .tflite)")
     p.add_argument("--converted", required=True, help="our conversion (e.g. the int8 model.tflite)")
     p.add_argument("--input-size", metavar="WxH", help="size for dynamic input axes")

@@ -34,7 +34,7 @@ def load_ground_truth(folder: Path, labels: tuple[str, ...]) -> dict[str, object
         if isinstance(data, dict) and "annotations" in data and "images" in data:
             return data
     files = image_files(folder, "validation")
-    txts = [f.with_suffix(".txt") for f in files]
+    txts = [label_file(f) for f in files]
     if not any(t.is_file() for t in txts):
         return None
     images, annotations = [], []
@@ -47,6 +47,16 @@ def load_ground_truth(folder: Path, labels: tuple[str, ...]) -> dict[str, object
                                 "bbox": [(cx - bw / 2) * w, (cy - bh / 2) * h, bw * w, bh * h], "area": bw * w * bh * h})
     return {"images": images, "annotations": annotations,
             "categories": [{"id": i + 1, "name": n} for i, n in enumerate(labels)]}
+
+
+def label_file(image: Path) -> Path:
+    """The YOLO label file of ``image``: beside it, or in Ultralytics' layout (``images/`` -> ``labels/``)."""
+    beside = image.with_suffix(".txt")
+    parts = image.parts
+    if beside.is_file() or "images" not in parts[:-1]:
+        return beside
+    cut = len(parts) - 1 - parts[:-1][::-1].index("images") - 1  # the last "images" folder on the path
+    return Path(*parts[:cut], "labels", *parts[cut + 1 : -1], image.stem + ".txt")
 
 
 def source_detector(source: SourceModel, manifest: ModelManifest, output_shapes: list[tuple[int, ...]]) -> Detector:

@@ -7,9 +7,10 @@ tests/conformance/ultralytics/build_formats.py does (shared code, so the probe s
     model.pt                  the checkpoint (Ultralytics' own save)
     images/probe_*            the probe scenes of build_formats.py
     reference.json            Ultralytics ``predict`` on model.pt (tests/conformance/refs.py format)
-    val/*.jpg + *.txt         with --heldout N: held-out scenes with YOLO labels side by side
-    val.json                  Ultralytics ``val`` of model.pt on val/ (mAP@0.5, mAP@0.5:0.95)
-    calibration/*.jpg         with --calibration N: scenes of the training seed (representative, unlabelled)
+
+The trained checkpoint's exports, held-out split and Ultralytics val live in the conformance fixture
+(tests/conformance/ultralytics/fixtures.py: trained_fixture); this builder only adds what it lacks, .pt files
+of the random-weight families.
 """
 
 from __future__ import annotations
@@ -25,40 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "conformance" / "ultralytics"))
 
 from build_formats import CONF, IOU, PROBE_SEED, give_structure, predict_reference  # noqa: E402
-from scene_data import CLASSES, HELDOUT_SEED, TRAIN_SEED, write_probe_images, write_split  # noqa: E402
-
-
-def flat_split(folder: Path, seed: int, count: int, labels: bool) -> None:
-    """``count`` scenes as ``folder/*.jpg`` (+ ``*.txt`` YOLO labels beside them, which both Ultralytics and
-    the converter's --validate read)."""
-    tmp = folder.parent / f".{folder.name}-split"
-    write_split(tmp, "x", seed, count)
-    folder.mkdir(parents=True, exist_ok=True)
-    for image in sorted((tmp / "images" / "x").iterdir()):
-        shutil.move(str(image), folder / image.name)
-        if labels:
-            shutil.move(str(tmp / "labels" / "x" / f"{image.stem}.txt"), folder / f"{image.stem}.txt")
-    shutil.rmtree(tmp)
-
-
-def ultralytics_val(model_path: Path, folder: Path, imgsz: int, out: Path) -> dict[str, float]:
-    from ultralytics import YOLO
-
-    names = "\n".join(f"  {i}: {n}" for i, n in enumerate(CLASSES))
-    data = out / "val.yaml"
-    data.write_text(f"path: {folder}\ntrain: {folder}\nval: {folder}\nnames:\n{names}\n")
-    metrics = YOLO(str(model_path)).val(
-        data=str(data),
-        imgsz=imgsz,
-        batch=8,
-        device="cpu",
-        plots=False,
-        verbose=False,
-        project=str(out / ".runs"),
-        name="val",
-        exist_ok=True,
-    )
-    return {"mAP50": float(metrics.box.map50), "mAP50_95": float(metrics.box.map), "images": len(list(folder.glob("*.jpg")))}
+from scene_data import write_probe_images  # noqa: E402
 
 
 def main() -> None:
@@ -66,8 +34,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--model", required=True, help="an Ultralytics model yaml (e.g. yolo11n.yaml) or a trained .pt")
     parser.add_argument("--imgsz", type=int, default=320)
-    parser.add_argument("--heldout", type=int, default=0, help="labelled held-out scenes for Ultralytics val")
-    parser.add_argument("--calibration", type=int, default=0, help="unlabelled scenes for int8 calibration")
     args = parser.parse_args()
     out = args.out.resolve()
     os.environ["YOLO_CONFIG_DIR"] = str(out / ".ultralytics")
@@ -86,11 +52,6 @@ def main() -> None:
     reference = predict_reference(target, images, args.imgsz, out)
     assert reference["threshold"] == CONF and reference["iou"] == IOU
     (out / "reference.json").write_text(json.dumps(reference, indent=1))
-    if args.heldout:
-        flat_split(out / "val", HELDOUT_SEED, args.heldout, labels=True)
-        (out / "val.json").write_text(json.dumps(ultralytics_val(target, out / "val", args.imgsz, out), indent=1))
-    if args.calibration:
-        flat_split(out / "calibration", TRAIN_SEED, args.calibration, labels=False)
     print(json.dumps({"boxes": sum(len(v["detections"]) for v in reference["images"].values())}))
 
 
