@@ -5,14 +5,14 @@ weights, fixed seed) with a box-encoding head and a sigmoid class head over a gr
 are a constant; the post-processing is a placeholder ``tf.function`` declared with
 ``experimental_implements="TFLite_Detection_PostProcess"`` and the op's attributes, which TF's own TFLite
 converter fuses into the real op. Two variants: float (expects [-1, 1], MobileNet-SSD's convention) and
-full-integer uint8 (input quantized from a representative set of scenes; the op itself stays float).
+full-integer uint8 and int8 (input quantized from a representative set of scenes; the op itself stays float).
 
 Reference: LiteRT runs each .tflite on the same images and the op's own outputs (boxes ymin, xmin, ymax,
 xmax in 0..1, classes, scores, count) are mapped to frame pixels by the SSD convention: the frame is
 stretched to the input size (bilinear), so x = xmin * frame_width; boxes are clipped to the frame.
 
-Writes ``--out``: ``float.tflite``, ``uint8.tflite``, ``images/*.png``, ``reference.json``
-(``{"threshold", "models": {"float": {"images": ...}, "uint8": {...}}}``).
+Writes ``--out``: ``float.tflite``, ``uint8.tflite``, ``int8.tflite``, ``images/*.png``, ``reference.json``
+(``{"threshold", "models": {"float": {"images": ...}, "uint8": {...}, "int8": {...}}}``).
 """
 
 from __future__ import annotations
@@ -121,15 +121,15 @@ def to_input(bgr: np.ndarray) -> np.ndarray:
     return cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
 
 
-def convert(saved: Path, quantize: bool, calibration: list[np.ndarray]) -> bytes:
+def convert(saved: Path, kind: str, calibration: list[np.ndarray]) -> bytes:
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
     converter.allow_custom_ops = True  # the fused op is a custom op LiteRT's builtin resolver registers
-    if quantize:
+    if kind != "float":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([(img[None].astype(np.float32) / 127.5 - 1.0)] for img in calibration)
         # the post-process op has no integer kernel: builtins stay allowed beside the int8 ones
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-        converter.inference_input_type = tf.uint8
+        converter.inference_input_type = tf.uint8 if kind == "uint8" else tf.int8
     return converter.convert()
 
 
@@ -147,8 +147,12 @@ def run(model: Path, images: dict[str, np.ndarray]) -> dict[str, dict[str, list[
     answers = {}
     for name, bgr in images.items():
         rgb = to_input(bgr)
-        # quantized SSDs take the pixels as they are (their input scale maps 0..255 onto [-1, 1])
-        tensor = rgb[None] if inp["dtype"] == np.uint8 else (rgb[None].astype(np.float32) / 127.5 - 1.0).astype(np.float32)
+        if inp["dtype"] == np.uint8:  # quantized SSDs take the pixels as they are (the input scale maps 0..255 onto [-1, 1])
+            tensor = rgb[None]
+        elif inp["dtype"] == np.int8:  # the same pixels shifted into int8 (-128..127), as int8-input models take them
+            tensor = (rgb[None].astype(np.int16) - 128).astype(np.int8)
+        else:
+            tensor = (rgb[None].astype(np.float32) / 127.5 - 1.0).astype(np.float32)
         interpreter.set_tensor(inp["index"], tensor)
         interpreter.invoke()
         count = int(interpreter.get_tensor(count_i).reshape(-1)[0])
@@ -185,9 +189,9 @@ def main() -> None:
     saved = out / "saved_model"
     tf.saved_model.save(module, str(saved), signatures=module.__call__.get_concrete_function())
     reference: dict[str, object] = {"threshold": THRESHOLD, "tensorflow": tf.__version__, "models": {}}
-    for kind in ("float", "uint8"):
+    for kind in ("float", "uint8", "int8"):
         path = out / f"{kind}.tflite"
-        path.write_bytes(convert(saved, kind == "uint8", calibration))
+        path.write_bytes(convert(saved, kind, calibration))
         answers = run(path, {name: cv2.imread(str(out / "images" / f"{name}.png")) for name in images})
         reference["models"][kind] = {"images": answers}  # type: ignore[index]
         print(kind, {k: [round(d["score"], 3) for d in v["detections"]] for k, v in answers.items()})

@@ -1,9 +1,10 @@
-"""An SSD TFLite ending in the TFLite_Detection_PostProcess op (TF's own converter), float and uint8, loaded bare.
+"""An SSD TFLite ending in the TFLite_Detection_PostProcess op (TF's own converter), float, uint8 and int8, loaded bare.
 
 Reference: the op's own outputs when LiteRT runs the model (build_ssd_postprocess.py), mapped to frame
 pixels by the SSD convention (frame stretched to the square input, RGB, [-1, 1] for the float model, raw
-pixels for the uint8 one). The agent gets only the .tflite path: it must find the op's outputs, the
-family's resize and input range, and give the same boxes.
+pixels for the uint8 one, pixels - 128 for the int8 one). The agent gets only the .tflite path and the score
+threshold: it must find the op's outputs (TF2 reorders them as StatefulPartitionedCall:0..3), the family's
+resize and input range, and give the same boxes.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def test_reference_is_meaningful(ssd_postprocess: Path) -> None:
         assert len({d["class_id"] for d in rows}) >= 2, f"{kind}: one class only"
 
 
-@pytest.mark.parametrize("kind", ["float", "uint8"])
+@pytest.mark.parametrize("kind", ["float", "uint8", "int8"])
 def test_bare_model_matches_the_op(ssd_postprocess: Path, kind: str) -> None:
     reference = load_reference(ssd_postprocess)
     threshold = reference["threshold"]
