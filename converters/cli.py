@@ -123,6 +123,7 @@ def convert_main(argv: list[str] | None = None) -> int:
 
             require("onnxruntime", "convert-onnx", why="ONNX input")
         meta = manifest_io.source_metadata(Path(args.model))
+        manifest_io.check_task(meta, "convert-to-tflite")
         labels, labels_from = _labels_and_origin(args.labels, meta)
         dynamic = manifest_io.onnx_input_is_dynamic(Path(args.model))
         mean, std = _normalization(args.mean, args.std, meta)
@@ -148,8 +149,8 @@ def convert_main(argv: list[str] | None = None) -> int:
         try:
             result = convert_to_tflite(opts)
         except DecoderError as exc:
-            if labels is None:
-                raise
+            if labels is None:  # no labels to blame: the outputs are in no format the agent decodes
+                raise OptionError(f"{args.model}: {exc}\nFix: pass --decoder TYPE (and --labels FILE).") from None
             raise OptionError(
                 f"{len(labels)} labels ({labels_from}) do not match the class count of {args.model}: {exc}\n"
                 "Fix: pass --labels FILE listing exactly the model's classes, in class-id order."
@@ -242,6 +243,7 @@ def quantize_parser() -> argparse.ArgumentParser:
 
 def quantize_main(argv: list[str] | None = None) -> int:
     args = quantize_parser().parse_args(argv)
+    from agent.errors import DecoderError
     from converters.errors import ConverterError
     from converters.manifest_io import read_labels
     from converters.onnx_quant import OnnxQuantOptions, quantize_onnx
@@ -279,6 +281,9 @@ def quantize_main(argv: list[str] | None = None) -> int:
     except ConverterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except DecoderError as exc:  # the outputs fit no decoder the agent has: bad input, not a crash
+        print(f"error: {args.model}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

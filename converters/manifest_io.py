@@ -146,6 +146,16 @@ def source_metadata(path: Path) -> ModelMetadata:
     return meta
 
 
+def check_task(meta: ModelMetadata, tool: str) -> None:
+    """A source whose metadata names a task the agent cannot decode (segment, pose, obb) fails before any work."""
+    if meta.task is not None and meta.task not in ("detect", "classify"):
+        where = meta.sources.get("task", "the model's metadata")
+        raise OptionError(
+            f"the source model is a {meta.task!r} model ({where}); {tool} converts detect and classify models, "
+            "the ones the agent can decode. Export the detect variant of the model."
+        )
+
+
 def check_labels(
     decoder: DecoderSpec,
     outputs: Sequence[tuple[TensorInfo, np.ndarray]],

@@ -88,6 +88,7 @@ def quantize_onnx(opts: OnnxQuantOptions) -> OnnxQuantResult:
     if opts.activations not in (None, "int8", "uint8"):
         raise OptionError(f"--activations {opts.activations!r}: choose int8 or uint8")
     meta = manifest_io.source_metadata(opts.model)
+    manifest_io.check_task(meta, "quantize-onnx")
     dynamic = manifest_io.onnx_input_is_dynamic(opts.model)
     size = opts.input_size or (meta.input_size if dynamic else None)
     source = load_source(str(opts.model), InputKind.onnx, size, None)
@@ -162,7 +163,7 @@ def quantize_onnx(opts: OnnxQuantOptions) -> OnnxQuantResult:
         manifest = ModelManifest(
             name=opts.name or (existing.name if existing else opts.model.stem),
             version=opts.version,
-            task=_task(decoder, meta),
+            task=_task(decoder),
             input=spec,
             labels=labels,
             decoder=decoder,
@@ -203,12 +204,7 @@ def _labels(opts: OnnxQuantOptions, existing: ModelManifest | None, meta: ModelM
     return None, "class0..classN"
 
 
-def _task(decoder: DecoderSpec, meta: ModelMetadata) -> Task:
-    if meta.task is not None and meta.task not in ("detect", "classify"):
-        raise OptionError(
-            f"the source model's metadata says task {meta.task!r} ({meta.sources.get('task', 'metadata')}); "
-            "quantize-onnx writes detect and classify models only"
-        )
+def _task(decoder: DecoderSpec) -> Task:
     return Task.classify if decoder.type == "classifier" else Task.detect
 
 

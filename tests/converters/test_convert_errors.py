@@ -100,3 +100,18 @@ def test_missing_labels_file_is_named(tool, torch_python, tmp_path):
     proc = run(torch_python, str(DEMO_ONNX), *extra, "--labels", str(missing), "-o", str(tmp_path / "o"), tool=tool)
     assert proc.returncode == 2 and f"--labels {missing}" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("tool", ["convert", "quantize"])
+def test_a_task_the_agent_cannot_decode_is_refused_up_front(tool, dynamic_onnx, torch_python, tmp_path):
+    """Ultralytics writes task=segment/pose/obb into its exports: refused before any conversion work."""
+    import onnx
+
+    proto = onnx.load(str(dynamic_onnx["meta"]))
+    next(p for p in proto.metadata_props if p.key == "task").value = "segment"
+    seg = tmp_path / "seg.onnx"
+    onnx.save(proto, str(seg))
+    extra = ["--calibration", str(DEMO_ONNX.parents[1] / "selftest")] if tool == "quantize" else []
+    proc = run(torch_python, str(seg), *extra, "-o", str(tmp_path / "o"), tool=tool)
+    assert proc.returncode == 2 and "'segment' model" in proc.stderr and "metadata_props 'task'" in proc.stderr, proc.stderr
+    assert not (tmp_path / "o").exists()

@@ -208,3 +208,15 @@ def test_ultralytics_static_export_refuses_another_size(ultralytics_onnx, torch_
     )
     assert proc.returncode == 2 and "contradicts" in proc.stderr and "224x160" in proc.stderr, proc.stderr[-2000:]
     assert not out.exists()
+
+
+def test_ultralytics_classifier_export(ultralytics_onnx, torch_python, calibration_dir, tmp_path):
+    """task=classify and the 1000 names travel from Ultralytics' metadata; the agent decodes top-k with them."""
+    out = tmp_path / "cls"
+    source = ultralytics_onnx / "yolov8n_cls.onnx"
+    ok(run(torch_python, str(source), "--calibration", str(calibration_dir), "--no-speed-check", "-o", str(out), tool="quantize"))
+    det = load_detector(out / "model.onnx")
+    m = det.manifest
+    assert m.task.value == "classify" and m.decoder.type == "classifier"
+    assert len(m.labels) == 1000 and m.labels[7] == "kind 7" and (m.input.width, m.input.height) == (96, 96)
+    det.close()
