@@ -43,6 +43,7 @@ def _images() -> dict[str, np.ndarray]:
         "astronaut": astronaut,
         "astronaut_landscape": np.ascontiguousarray(astronaut[16:400]),  # 512x384
         "astronaut_portrait": np.ascontiguousarray(astronaut[:, 80:400]),  # 320x512
+        "astronaut_strip": np.ascontiguousarray(astronaut[40:341]),  # 512x301: the letterbox border is fractional
         "astronaut_far": wide,
         "two_faces": np.ascontiguousarray(np.concatenate([astronaut, astronaut[:, ::-1]], axis=1)),  # 1024x512
         "cameraman": np.ascontiguousarray(np.stack([grey] * 3, axis=-1)),
