@@ -87,6 +87,37 @@ def test_the_wheel_declares_the_convert_extra(convert_venv: Path, tmp_path: Path
         [str(convert_venv / "bin" / "python"), "-m", "pip", "check"], capture_output=True, text=True, check=False
     )
     assert check.returncode == 0, check.stdout
+    unmet = json.loads(_python(convert_venv, EXTRA_CLOSURE_CHECK, tmp_path))  # pip check ignores extras' requirements
+    assert unmet == [], f"`pip install 'edge-agent[convert]'` left these requirements unmet: {unmet}"
+
+
+#: run in the convert venv: every requirement `edge-agent[convert]` pulls in (extras followed through
+#: self-references like edge-agent[convert-tf]) is installed at a version its specifier allows
+EXTRA_CLOSURE_CHECK = """
+import importlib.metadata as md, json
+from packaging.requirements import Requirement
+reqs = [Requirement(r) for r in md.requires("edge-agent")]
+want, seen, unmet = ["convert"], set(), []
+while want:
+    extra = want.pop()
+    if extra in seen:
+        continue
+    seen.add(extra)
+    for req in reqs:
+        if req.marker is None or not req.marker.evaluate({"extra": extra}):
+            continue
+        if req.name == "edge-agent":
+            want.extend(req.extras)
+            continue
+        try:
+            version = md.version(req.name)
+        except md.PackageNotFoundError:
+            unmet.append(f"{req} (missing)")
+            continue
+        if version not in req.specifier and not req.specifier.contains(version, prereleases=True):
+            unmet.append(f"{req} (have {version})")
+print(json.dumps(sorted(unmet)))
+"""
 
 
 def test_installed_quantize_onnx_converts(convert_venv: Path, tmp_path: Path) -> None:

@@ -130,7 +130,7 @@ def ensure_installed(
         # a fixed folder per venv: `pip freeze` (which keys cached fixtures) then names the same file each time
         dist = venv / WHEEL_DIR
         shutil.rmtree(dist, ignore_errors=True)
-        wheel = build_wheel(dist, str(python) if _has_builder(python) else sys.executable)
+        wheel = build_wheel(dist, _pick_builder(python))
         spec = f"{wheel}[{','.join(extras)}]" if extras else str(wheel)
         if not deps_ok:  # the wheel's own metadata drives the resolution, as for a user
             _pip(python, "--upgrade", "pip")
@@ -141,8 +141,13 @@ def ensure_installed(
         return True
 
 
-def _has_builder(python: Path) -> bool:
-    return _builder(str(python))[-1] == "--no-build-isolation"
+def _pick_builder(python: Path) -> str:
+    """A python that builds without fetching setuptools (the target venv, this one, venv-convert), else ``python``."""
+    candidates = [python, Path(sys.executable), python.parents[2] / "venv-convert" / "bin" / "python"]
+    for candidate in candidates:
+        if candidate.exists() and _builder(str(candidate))[-1] == "--no-build-isolation":
+            return str(candidate)
+    return str(python)  # pip's isolated build (fetches setuptools>=77 from the index)
 
 
 def _read(path: Path) -> str:
