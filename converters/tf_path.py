@@ -20,6 +20,12 @@ from converters.progress import quiet
 from converters.source import SourceModel
 from converters.toolchain import require
 
+#: what to try when the ONNX route cannot convert a model
+ONNX_ALTERNATIVE = ("other route: convert the model's PyTorch source instead (an Ultralytics .pt, TorchScript, or "
+                    "'module:callable'; litert-torch, no TensorFlow), or quantize the ONNX itself with quantize-onnx")
+#: what to try when the TF Lite converter cannot convert a Keras/SavedModel
+TF_ALTERNATIVE = "other route: export the model to ONNX (tf2onnx) and convert the .onnx (onnx2tf), or use quantize-onnx"
+
 # onnx2tf looks for this in its working directory and downloads it otherwise (onnx2tf #545)
 ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
@@ -46,8 +52,9 @@ def _tf_error(exc: Exception) -> Exception:
         r"failed to legalize operation '([^']+)'", text) or re.search(
         r"op[s]? [`'\"]?([A-Za-z0-9_.]+)[`'\"]? (?:is|are) not supported", text)
     if match:
-        return UnsupportedOpError(match.group(1), f"the TF Lite converter has no builtin kernel for it ({text[:400]})")
-    return ModelLoadError(f"the TF Lite converter failed: {type(exc).__name__}: {text[:800]}")
+        detail = f"the TF Lite converter has no builtin kernel for it ({text[:400]}); {TF_ALTERNATIVE}"
+        return UnsupportedOpError(match.group(1), detail)
+    return ModelLoadError(f"the TF Lite converter failed: {type(exc).__name__}: {text[:800]}\n{TF_ALTERNATIVE}")
 
 
 def export_onnx_fp32(onnx_path: Path, path: Path, input_shape: tuple[int, ...]) -> None:
@@ -76,9 +83,11 @@ def export_onnx_fp32(onnx_path: Path, path: Path, input_shape: tuple[int, ...]) 
                                 non_verbose=True, copy_onnx_input_output_names_to_tflite=True,
                                 output_signaturedefs=True)  # the quantizer calibrates per signature
         except SystemExit as exc:  # onnx2tf calls sys.exit on conversion errors
-            raise ModelLoadError(f"onnx2tf failed to convert {onnx_path.name} (exit {exc.code}); see the log above") from None
+            raise ModelLoadError(f"onnx2tf failed to convert {onnx_path.name} (exit {exc.code}); see the log above.\n"
+                                 f"{ONNX_ALTERNATIVE}") from None
         except Exception as exc:  # noqa: BLE001 - onnx2tf raises whatever TF raises
-            raise ModelLoadError(f"onnx2tf failed on {onnx_path.name}: {type(exc).__name__}: {str(exc)[:600]}") from None
+            raise ModelLoadError(f"onnx2tf failed on {onnx_path.name}: {type(exc).__name__}: {str(exc)[:600]}\n"
+                                 f"{ONNX_ALTERNATIVE}") from None
         finally:
             os.chdir(cwd)
         produced = sorted((Path(tmp) / "out").glob("*_float32.tflite"))
@@ -134,5 +143,5 @@ def _check_onnx_ops(onnx_path: Path) -> tuple[str, bool]:
     for node in proto.graph.node:
         if node.domain not in ("", "ai.onnx") or node.op_type not in known:
             raise UnsupportedOpError(f"{node.domain + '.' if node.domain else ''}{node.op_type}",
-                                     f"onnx2tf has no converter for it (node {node.name!r})")
+                                     f"onnx2tf has no converter for it (node {node.name!r}); {ONNX_ALTERNATIVE}")
     return graph_input.name, dynamic

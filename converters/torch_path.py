@@ -21,6 +21,9 @@ from converters.progress import quiet
 from converters.toolchain import require
 
 PARITY_TOLERANCE = 1e-4  # float32 export vs torch, max abs on the check images
+#: what to try when litert-torch cannot lower a model
+TORCH_ALTERNATIVE = ("other route: export the model to ONNX (torch.onnx.export, or Ultralytics' format=onnx) and "
+                     "convert the .onnx (onnx2tf), or quantize that ONNX with quantize-onnx")
 
 
 def load_torch_model(model: str, kind: InputKind, weights: Path | None = None) -> Any:
@@ -120,8 +123,8 @@ def _conversion_error(exc: Exception) -> Exception:
     for pattern in _OP_PATTERNS:
         match = pattern.search(text)
         if match:
-            return UnsupportedOpError(match.group(1), f"litert-torch failed: {text[:600]}")
-    return ModelLoadError(f"litert-torch could not convert the model: {text[:800]}")
+            return UnsupportedOpError(match.group(1), f"litert-torch failed: {text[:600]}; {TORCH_ALTERNATIVE}")
+    return ModelLoadError(f"litert-torch could not convert the model: {text[:800]}\n{TORCH_ALTERNATIVE}")
 
 
 def check_parity(reference: Any, tflite_path: Path, inputs: np.ndarray, nhwc: bool,

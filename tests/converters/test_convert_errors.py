@@ -66,12 +66,14 @@ def test_unconvertible_onnx_op_is_named(tf_python, tmp_path):
     ok(run(tf_python, code, str(model), tool="code"))
     proc = run(tf_python, str(model), "-o", str(tmp_path / "o"))
     assert proc.returncode == 2 and "'DFT'" in proc.stderr and "the_dft" in proc.stderr, proc.stderr[-2000:]
+    assert "other route" in proc.stderr and "litert-torch" in proc.stderr, "the error names the route to try instead"
 
 
 def test_unconvertible_torch_op_is_named(torch_python, tmp_path):
     """litert-torch has no lowering for aten.cumprod: the error names the op, not just 'conversion failed'."""
     proc = run(torch_python, "tests.converters.unsupported_op:build", "-o", str(tmp_path / "o"))
     assert proc.returncode == 2 and "aten.cumprod" in proc.stderr, proc.stderr[-2000:]
+    assert "other route" in proc.stderr and "onnx2tf" in proc.stderr, "the error names the route to try instead"
 
 
 def test_corrupt_onnx_leaves_no_output(torch_python, tmp_path):
