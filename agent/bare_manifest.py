@@ -224,6 +224,10 @@ def _normalization(
             return Normalization(mean=_per_channel(mean, channels), std=_per_channel(std, channels)), _meta_source(
                 metadata, "normalization"
             )
+        if metadata.input_range is not None and metadata.input_range[1] > metadata.input_range[0]:
+            low, high = metadata.input_range  # pixels 0..255 mapped linearly onto the declared value range
+            std_r = 255.0 / (high - low)
+            return Normalization(mean=(-low * std_r,) * channels, std=(std_r,) * channels), _meta_source(metadata, "input_range")
         if family is not None and family.normalization is not None:
             mean_v, std_v = family.normalization
             return Normalization(mean=(mean_v,) * channels, std=(std_v,) * channels), f"family convention: {family.name}"
@@ -279,6 +283,8 @@ def describe_bare(
         resize, pad = (ResizeMode.stretch if task is Task.classify else ResizeMode.letterbox), 114
     sources["input.resize"] = sources["input.pad_value"] = conv
     sources["input.color"] = TENSOR if channels == 1 else (conv if family else f"{GUESS} (RGB)")
+    if metadata.color_space == "RGB" and channels == 3:
+        sources["input.color"] = _meta_source(metadata, "color_space")
     # only a file that names its family (Ultralytics writes metadata into every export) earns this convention
     named = family is not None and metadata.family == family.name
     if (

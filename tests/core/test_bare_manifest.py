@@ -122,3 +122,14 @@ def test_classifiers_of_a_known_family_report_their_top_classes_unfiltered() -> 
     assert tflite.manifest.thresholds.score == 0.0 and "top-5" in tflite.sources["thresholds"]
     unknown = describe_bare(tensor, [CLASSES], Path("cls.onnx"), ModelMetadata(), None)
     assert unknown.manifest.thresholds.score == 0.5 and unknown.sources["thresholds"] == "defaults"
+
+
+def test_a_declared_input_range_defines_the_normalization() -> None:
+    """TFLite metadata stats (min/max) without NormalizationOptions: pixels 0..255 map linearly onto the range."""
+    meta = ModelMetadata(input_range=(-1.0, 1.0), color_space="RGB", sources={"input_range": "stats", "color_space": "props"})
+    resolved = describe_bare(_nhwc(np.float32), [CLASSES], Path("cls.onnx"), meta, None)
+    assert (
+        resolved.manifest.input.normalization.mean == (127.5,) * 3 and resolved.manifest.input.normalization.std == (127.5,) * 3
+    )
+    assert resolved.sources["input.normalization"] == "model metadata (stats)"
+    assert resolved.sources["input.color"] == "model metadata (props)"
