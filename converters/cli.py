@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from agent.manifest import DecoderSpec
+    from agent.model_metadata import ModelMetadata
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF/LiteRT C++ info logs would bury the progress bars
 
@@ -178,23 +179,22 @@ def convert_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _labels_and_origin(path: Path | None, meta: object) -> tuple[tuple[str, ...] | None, str]:
+def _labels_and_origin(path: Path | None, meta: ModelMetadata) -> tuple[tuple[str, ...] | None, str]:
     """--labels wins; else the labels the source model carries (Ultralytics ``names``), with where they came from."""
     from converters.manifest_io import read_labels
 
     if path is not None:
         return read_labels(path), "--labels"
-    labels = getattr(meta, "labels", None)
-    return labels, getattr(meta, "sources", {}).get("labels", "the source's metadata")
+    return meta.labels, meta.sources.get("labels", "the source's metadata")
 
 
 def _normalization(
-    mean: tuple[float, ...] | None, std: tuple[float, ...] | None, meta: object
+    mean: tuple[float, ...] | None, std: tuple[float, ...] | None, meta: ModelMetadata
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """--mean/--std win; else the source's metadata; else pixels / 255."""
     from converters.manifest_io import PIXELS_0_1
 
-    meta_mean, meta_std = getattr(meta, "normalization", None) or PIXELS_0_1
+    meta_mean, meta_std = meta.normalization or PIXELS_0_1
     return mean or meta_mean, std or meta_std
 
 
