@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from converters import tflite_graph as graph
 from converters.calibration import image_files, load_calibration
 from converters.errors import OptionError, ParityError
 from converters.kinds import PATH_OF_KIND, InputKind, detect_kind
+from converters.progress import progress_bar
 from converters.source import SourceModel, load_source
 from converters.tflite_quant import quantize
 from converters.toolchain import tool_versions
@@ -79,7 +83,8 @@ def convert_to_tflite(opts: ConvertOptions) -> ConvertResult:
         image_files(opts.calibration)  # checked before the (slow) export: a bad folder fails fast
     work = Path(tempfile.mkdtemp(prefix="convert-to-tflite-"))
     fp32 = work / "model_fp32.tflite"
-    _export_fp32(source, kind, opts, nhwc_out, fp32)
+    with step(f"converting ({PATH_OF_KIND[kind]}) to a float32 .tflite"):
+        _export_fp32(source, kind, opts, nhwc_out, fp32)
     ssd = graph.has_custom_op(fp32, SSD_POSTPROCESS)
     if ssd:  # SSD exports take the whole frame stretched to the input (the OD API's fixed_shape_resizer)
         float_spec = float_spec.model_copy(update={"resize": ResizeMode.stretch})
@@ -107,7 +112,8 @@ def convert_to_tflite(opts: ConvertOptions) -> ConvertResult:
     model_path = opts.out / "model.tflite"
     qcal = calibration if opts.quantize == "int8" else None  # already in the TFLite input layout
     pixel_range = _pixel_range(opts.mean, opts.std)
-    qparams = quantize(fp32, model_path, opts.quantize, qcal, opts.io_type, float_head, pixel_range)
+    with step(f"quantizing ({opts.quantize})"):
+        qparams = quantize(fp32, model_path, opts.quantize, qcal, opts.io_type, float_head, pixel_range)
     qparams["head_guard"] = guard.as_dict(float_head)
     qparams["fp32_parity_max_abs"] = float(f"{worst:.3g}") if worst is not None else f"not checked ({SSD_POSTPROCESS})"
     spec = float_spec.model_copy(update={"dtype": TensorDType(opts.io_type)}) if opts.quantize == "int8" else float_spec
@@ -119,6 +125,15 @@ def convert_to_tflite(opts: ConvertOptions) -> ConvertResult:
                                           {"seconds": round(time.perf_counter() - t0, 1)}))
     final = manifest_io.finalize(model_path, manifest)
     return ConvertResult(model_path, final, source, fp32, time.perf_counter() - t0, work)
+
+
+@contextlib.contextmanager
+def step(description: str) -> Iterator[None]:
+    """A spinner with elapsed time for one long step (on the real stdout: the toolchains' chatter is hidden)."""
+    with progress_bar(sys.stdout) as bar:
+        task = bar.add_task(description, total=1)
+        yield
+        bar.advance(task)
 
 
 def _export_fp32(source: SourceModel, kind: InputKind, opts: ConvertOptions, nhwc: bool, path: Path) -> None:

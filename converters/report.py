@@ -59,8 +59,12 @@ def validate_conversion(result: Any, folder: Path, out: Path) -> Report:
     shapes = [tuple(o.shape) for o in converted.backend.outputs]
     source = ev.source_detector(result.source, manifest, shapes)
     op_score = manifest.thresholds.score
-    src_run = ev.run_model(source, files, ids, op_score)
-    conv_run = ev.run_model(converted, files, ids, op_score)
+    from converters.convert import step
+
+    with step(f"validating: source model on {len(files)} images"):
+        src_run = ev.run_model(source, files, ids, op_score)
+    with step(f"validating: converted model on {len(files)} images"):
+        conv_run = ev.run_model(converted, files, ids, op_score)
     data: dict[str, Any] = {"images": len(files), "labelled": gt is not None, "model": str(result.model_path),
                             "quantization": (manifest.quantization or {}).get("mode", "int8"),
                             "outputs": ev.output_errors(src_run.raw, conv_run.raw),
