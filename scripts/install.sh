@@ -169,6 +169,11 @@ fi
 # A checkout or sdist is built into a wheel by pip; the same version installed again is replaced.
 run "$VENV/bin/python" -m pip install "${PIP_ARGS[@]}" --force-reinstall --no-deps "$FROM"
 run "$VENV/bin/python" -m pip install "${PIP_ARGS[@]}" "$FROM$EXTRAS"
+# A Python 3.11 venv starts with setuptools (ensurepip; 3.12 venvs no longer carry it): nothing imports it at
+# run time, and building a checkout or sdist uses pip's isolated build environment. ~10 MiB of the device venv.
+if "$VENV/bin/python" -m pip show -q setuptools >/dev/null 2>&1; then
+  run "$VENV/bin/python" -m pip uninstall -y -q --disable-pip-version-check setuptools
+fi
 if [ "$DRY_RUN" = 0 ]; then
   say "installed: $("$VENV/bin/edge-agent" --version 2>/dev/null || "$VENV/bin/python" -m pip show edge-agent | sed -n 's/^Version: /edge-agent /p')"
   [ "$HAVE_PICAMERA2" = 0 ] || "$VENV/bin/python" -c 'import picamera2' || die "picamera2 does not import in $VENV"
