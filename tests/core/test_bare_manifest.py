@@ -133,3 +133,20 @@ def test_a_declared_input_range_defines_the_normalization() -> None:
     )
     assert resolved.sources["input.normalization"] == "model metadata (stats)"
     assert resolved.sources["input.color"] == "model metadata (props)"
+
+
+SSD_OUTPUTS = [
+    TensorInfo("boxes", (1, 10, 4), np.dtype(np.float32)),
+    TensorInfo("classes", (1, 10), np.dtype(np.float32)),
+    TensorInfo("scores", (1, 10), np.dtype(np.float32)),
+    TensorInfo("count", (1,), np.dtype(np.float32)),
+]
+
+
+def test_tflite_detection_postprocess_ssd_is_stretched_and_minus_one_to_one() -> None:
+    resolved = describe_bare(_nhwc(np.float32, size=96), SSD_OUTPUTS, Path("ssd.tflite"), ModelMetadata(), None)
+    spec = resolved.manifest.input
+    assert resolved.manifest.decoder.type == "ssd_postprocess" and spec.resize.value == "stretch"
+    assert spec.normalization.mean == (127.5,) * 3 and "tf-object-detection" in resolved.sources["family"]
+    quantized = describe_bare(_nhwc(np.uint8, 1 / 128, 128, size=96), SSD_OUTPUTS, Path("ssd.tflite"), ModelMetadata(), None)
+    assert quantized.sources["input.normalization"].startswith("input quantization")
