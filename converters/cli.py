@@ -89,6 +89,14 @@ def convert_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--validate", type=Path, help="folder of images (+ COCO json or YOLO txt labels): write a report")
     p.add_argument("--max-map-drop", type=float, help="with --validate: exit 3 when mAP@0.5:0.95 drops more (points)")
+    p.add_argument(
+        "--compare-with",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="with --validate: also report this model (e.g. Ultralytics' own int8 .tflite) on the same images",
+    )
     return p
 
 
@@ -166,7 +174,7 @@ def convert_main(argv: list[str] | None = None) -> int:
             if args.validate:
                 from converters.report import validate_conversion
 
-                report = validate_conversion(result, args.validate, args.out)
+                report = validate_conversion(result, args.validate, args.out, tuple(args.compare_with))
                 print(report.summary())
                 report.check_gate(args.max_map_drop)
         finally:

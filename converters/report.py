@@ -46,8 +46,12 @@ class Report:
                                     f"{self.data['source']['mAP50_95']:.4f} -> {self.data['converted']['mAP50_95']:.4f}")
 
 
-def validate_conversion(result: Any, folder: Path, out: Path) -> Report:
-    """Compare ``result.source`` with ``result.model_path`` on the images of ``folder``; write the report files."""
+def validate_conversion(result: Any, folder: Path, out: Path, compare_with: tuple[Path, ...] = ()) -> Report:
+    """Compare ``result.source`` with ``result.model_path`` on the images of ``folder``; write the report files.
+
+    ``compare_with``: other conversions of the same model (e.g. Ultralytics' own int8 TFLite export), run through
+    the agent on the same images and reported beside ours (size, mAP, invoke time).
+    """
     manifest = result.manifest
     files = image_files(folder, "validation")
     gt = ev.load_ground_truth(folder, manifest.labels)
@@ -78,6 +82,16 @@ def validate_conversion(result: Any, folder: Path, out: Path) -> Report:
             entry.update({"mAP50": m50, "mAP50_95": m5095})
             curves[key] = precision
         data[key] = entry
+    data["others"] = {}
+    for other in compare_with:
+        detector = load_detector(other)
+        with step(f"validating: {other.name} on {len(files)} images"):
+            run = ev.run_model(detector, files, ids, op_score)
+        entry = {"latency_p50_ms": float(np.median(run.invoke_ms)), "size_bytes": other.stat().st_size, "path": str(other)}
+        if gt:
+            entry["mAP50"], entry["mAP50_95"], _ = ev.coco_eval(gt, run.detections)
+        data["others"][other.name] = entry
+        detector.close()
     if gt:
         data["map_drop_points"] = 100.0 * (data["source"]["mAP50_95"] - data["converted"]["mAP50_95"])
         data["map50_drop_points"] = 100.0 * (data["source"]["mAP50"] - data["converted"]["mAP50"])
@@ -106,6 +120,9 @@ def _markdown(data: dict[str, Any], plots: list[str]) -> str:
     for key in ("source", "converted"):
         m = data[key]
         rows.append(f"| {key} | {m.get('mAP50', float('nan')):.4f} | {m.get('mAP50_95', float('nan')):.4f} | "
+                    f"{m['latency_p50_ms']:.2f} | {m['size_bytes'] / 1024:.0f} |")
+    for name, m in data.get("others", {}).items():
+        rows.append(f"| {name} | {m.get('mAP50', float('nan')):.4f} | {m.get('mAP50_95', float('nan')):.4f} | "
                     f"{m['latency_p50_ms']:.2f} | {m['size_bytes'] / 1024:.0f} |")
     outs = ["| output | max abs error | cosine |", "|---|---|---|"] + [
         f"| {o['output']} | {o['max_abs']:.4g} | {o['cosine']:.6f} |" for o in data["outputs"]]
