@@ -52,11 +52,15 @@ def test_full_disk_then_restart_then_space_returns(disk: SmallDisk) -> None:
     store.expire()
     store.close()  # cannot record the last seq: the next run skips the whole reservation
 
+    ballast = Path(f"{path}.ballast")
+    assert ballast.is_file(), "made at the first open, while there was room"
     again = OutboxStore(path, "dev1", max_rows=100_000, max_bytes=100_000_000)  # restart on the still-full disk
+    # (whether the reservation needed the ballast depends on what SQLite left allocated; the agent test sees it spent)
     for _ in range(5):
         try:
             handed_out += _seqs(again.append(_batch()))
         except OutboxWriteError as exc:
+            assert exc.unnumbered == 0 and len(exc.rows) == 20, "numbered from a reservation made at this open"
             handed_out += _seqs(exc.rows)
     assert len(handed_out) == len(set(handed_out)), "no seq was handed out twice, across the restart"
 
@@ -64,6 +68,7 @@ def test_full_disk_then_restart_then_space_returns(disk: SmallDisk) -> None:
     rows = again.append(_batch())  # space is back: stored again, with no intervention
     handed_out += _seqs(rows)
     assert again.durable and again.db.execute("SELECT count(*) FROM outbox WHERE id = ?", [rows[0].id]).fetchone()[0] == 1
+    assert ballast.is_file(), "held again for the next full disk"
     again.retry_pending()
     assert len(handed_out) == len(set(handed_out))
     again.close()
@@ -117,4 +122,22 @@ def test_the_reservation_made_at_open_covers_a_disk_that_fills_at_once(disk: Sma
         for _ in range(50):
             store.append(_batch())
     assert err.value.unnumbered == 0 and len(err.value.rows) == 20, "numbered from the reservation made at open"
+    store.close()
+
+
+def test_the_ballast_pays_for_a_reservation_on_a_disk_full_at_start(disk: SmallDisk) -> None:
+    path = disk.path / "o.sqlite"
+    first = OutboxStore(path, "dev1", max_rows=100, max_bytes=100_000)
+    first.append(_batch())
+    first.close()  # a clean close: the WAL is gone, nothing of SQLite's is left allocated
+    ballast = Path(f"{path}.ballast")
+    assert ballast.stat().st_size == 256 * 1024
+    disk.fill()
+    store = OutboxStore(path, "dev1", max_rows=100, max_bytes=100_000)
+    assert not ballast.exists(), "released at open: SQLite's -shm file and the reservation needed its space"
+    disk.fill()  # whatever the ballast left over is taken too
+    with pytest.raises(OutboxWriteError) as err:
+        for _ in range(100):
+            store.append(_batch())
+    assert err.value.unnumbered == 0 and err.value.rows[0].id == 21, "numbered, right after the last stored seq"
     store.close()

@@ -9,6 +9,8 @@ file, so a deleted file cannot repeat ids either), also for messages that could 
 (a full disk) and went out without durability: seqs are handed out only from a range reserved
 durably ahead of use (``meta.seq_reserved``, committed with the rows), so a restart never hands
 a seq out twice. A clean close records the last seq used, so only an unclean stop leaves a gap.
+On a disk that is full already at start, a small ballast file (``ballast.py``) is released so the
+reservation can still be committed.
 
 Disk full: the WAL is bounded (``wal_autocheckpoint``, ``journal_size_limit``) and truncated when
 a write fails, the failed transaction is rolled back and tried once more, and failed deletes of
@@ -31,6 +33,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent.sinks.mqtt.ballast import Ballast
 from agent.sinks.mqtt.payloads import envelope_json
 
 if TYPE_CHECKING:
@@ -122,20 +125,17 @@ class OutboxStore:
         self.clock = clock
         self.counters = OutboxCounters()
         self.recovered_corrupt: Path | None = None
+        self._ballast = Ballast(Path(f"{path}.ballast"))  # freed on a full disk so a seq reservation can be committed
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.db = self._open(path, synchronous)
-        except sqlite3.DatabaseError as exc:  # not a database / malformed: keep it for inspection, start afresh
-            if getattr(exc, "sqlite_errorname", "SQLITE_CORRUPT") not in _CORRUPT:
-                raise  # a full disk or an I/O error is not a reason to set the messages aside
-            aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-            log.error("outbox %s is unreadable (%s); moved to %s and starting empty", path, exc, aside)
-            for suffix in ("", "-wal", "-shm"):
-                src = Path(f"{path}{suffix}")
-                if src.exists():
-                    src.replace(Path(f"{aside}{suffix}"))
-            self.recovered_corrupt = aside
-            self.db = self._open(path, synchronous)
+        except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorname", "SQLITE_CORRUPT") in _CORRUPT:
+                self.db = self._set_aside_and_open(exc, synchronous)
+            elif self._ballast.spend():  # a full disk: SQLite could not even make its -shm file
+                self.db = self._open(path, synchronous)
+            else:
+                raise  # an I/O error is never a reason to set the messages aside
         self.outbox_id = self._meta("outbox_id") or self._set_meta("outbox_id", secrets.token_hex(4))
         self._forget_stale_clock()
         seq = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
@@ -152,14 +152,24 @@ class OutboxStore:
             self._kind_rows[Kind(kind)] = n
             self.rows += n
             self.bytes += size
-        try:  # reserve now, so messages can still be numbered if the disk fills before the first commit
-            with self.db.atomic():
-                reserved = self._reserve_sql(self._next_seq)
-        except sqlite3.Error as exc:
-            self._rollback()
-            log.warning("outbox: cannot reserve message ids yet (%s); retried with the next write", exc)
-        else:
-            self._reserved = reserved or self._reserved  # only once committed
+        # reserve now, so messages can still be numbered if the disk fills before the first commit;
+        # on a disk that is full already, the ballast's space is what makes the reservation possible
+        if self._try_reserve(self._next_seq):
+            self._ballast.keep()
+        elif self._ballast.spend():
+            self._try_reserve(self._next_seq)  # the ballast is made again once rows can be stored
+
+    def _set_aside_and_open(self, exc: sqlite3.Error, synchronous: str) -> Database:
+        """Not a database / malformed: keep it for inspection, start afresh."""
+        path = self.path
+        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+        log.error("outbox %s is unreadable (%s); moved to %s and starting empty", path, exc, aside)
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{path}{suffix}")
+            if src.exists():
+                src.replace(Path(f"{aside}{suffix}"))
+        self.recovered_corrupt = aside
+        return self._open(path, synchronous)
 
     @staticmethod
     def _open(path: Path, synchronous: str) -> Database:
@@ -205,6 +215,18 @@ class OutboxStore:
             except sqlite3.Error as exc:  # a full disk at boot: stale stamps only skew capture-to-ack latency
                 self._rollback()
                 log.warning("outbox: cannot clear capture stamps of a previous boot (%s)", exc)
+
+    def _try_reserve(self, upto: int) -> bool:
+        """Commit a reservation covering ``upto`` on its own (a few pages); False when the disk refuses."""
+        try:
+            with self.db.atomic():
+                reserved = self._reserve_sql(upto)
+        except sqlite3.Error as exc:
+            self._rollback()
+            log.warning("outbox: cannot reserve message ids (%s)", exc)
+            return False
+        self._reserved = reserved or self._reserved  # only once committed
+        return True
 
     def _reserve_sql(self, upto: int) -> int | None:
         """Inside a transaction: extend the durable seq reservation when ``upto`` comes near its end."""
@@ -265,6 +287,8 @@ class OutboxStore:
                 reserved = self._commit(rows)
             except sqlite3.Error as exc:
                 self._rollback()
+                if rows[-1].id > self._reserved and self._ballast.spend():
+                    self._try_reserve(rows[-1].id)  # the ballast holds the reservation, not the rows
                 self.durable = False
                 self.counters.write_failures += 1
                 self.counters.last_write_error = str(exc)
@@ -273,6 +297,8 @@ class OutboxStore:
                 raise OutboxWriteError(exc, usable, len(rows) - len(usable)) from exc
         if reserved is not None:
             self._reserved = reserved
+        if not self.durable:
+            self._ballast.keep()  # space is back: hold some again for the next full disk
         self.durable = True
         self.counters.inserted += len(rows)
         for r in rows:
