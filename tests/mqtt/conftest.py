@@ -42,8 +42,6 @@ if not Path(MOSQUITTO).exists():  # scripts/test.sh installs it; say so rather t
     pytest.skip("mosquitto is not installed (apt-get install mosquitto)", allow_module_level=True)
 
 
-
-
 class Broker:
     """A private mosquitto: ``start``, ``stop`` (SIGTERM, saves persistence), ``kill`` (SIGKILL), ``start`` again."""
 

@@ -243,6 +243,7 @@ def test_registry_notify_and_fleet_status_over_tls(
                      password_file=str(tls_broker.password_file))  # fmt: skip
     run = RunningPipeline([sink], fps=15)
     try:
+
         def listed() -> bool:
             assert fleet_main(["status", "--once", "--json", "--wait", "0.5", *_tool_tls_args(tls_broker)]) == 0
             return any(row["device_id"] == "tls-fleet" for row in json.loads(capsys.readouterr().out))
