@@ -10,6 +10,8 @@ be off. Item 7: ``edge-agent bench-compare`` on the same frames, with Ultralytic
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,9 +51,44 @@ def calibration(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "images" / "calib"
 
 
+ULTRALYTICS_INT8 = """
+import sys
+from ultralytics import YOLO
+print(YOLO(sys.argv[1]).export(format="litert", quantize=8, data=sys.argv[2], imgsz=int(sys.argv[3]), device="cpu"))
+"""
+
+
 @pytest.fixture(scope="module")
-def int8(trained: Path, calibration: Path, torch_python: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def ultralytics_int8(trained: Path, calibration: Path, tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """Ultralytics' own int8 LiteRT export of best.pt, calibrated on the same scenes; None (with the reason printed)
+    when it cannot export offline here."""
+    from scene_data import write_dataset_yaml
+
+    work = tmp_path_factory.mktemp("ultralytics-int8")
+    shutil.copyfile(trained / "best.pt", work / "best.pt")
+    data = write_dataset_yaml(calibration.parents[1], "calib", "calib")
+    proc = subprocess.run(
+        [refs.ref_python("ultralytics"), "-c", ULTRALYTICS_INT8, str(work / "best.pt"), str(data), str(IMGSZ)],
+        cwd=work,
+        env={**os.environ, **refs.OFFLINE, "YOLO_CONFIG_DIR": str(work / "settings")},
+        capture_output=True,
+        text=True,
+        timeout=3000,
+        check=False,
+    )
+    made = sorted(work.rglob("*.tflite"))
+    if proc.returncode != 0 or not made:
+        print(f"Ultralytics int8 export failed offline (exit {proc.returncode}): {proc.stderr[-1500:]}")
+        return None
+    return made[0]
+
+
+@pytest.fixture(scope="module")
+def int8(
+    trained: Path, calibration: Path, ultralytics_int8: Path | None, torch_python: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("trained-int8")
+    compare = ["--compare-with", str(ultralytics_int8)] if ultralytics_int8 is not None else []
     ok(
         run(
             torch_python,
@@ -68,10 +105,21 @@ def int8(trained: Path, calibration: Path, torch_python: str, tmp_path_factory: 
             str(trained / "heldout" / "images" / "test"),
             "--score-threshold",
             "0.25",
+            *compare,
             timeout=3000,
         )
     )
     return out, report(out)
+
+
+def test_ultralytics_own_int8_in_the_same_report(ultralytics_int8: Path | None, int8: tuple[Path, dict]) -> None:
+    """Where Ultralytics' int8 export runs offline, the report carries it beside ours (size, mAP, invoke time)."""
+    if ultralytics_int8 is None:
+        pytest.skip("Ultralytics' int8 LiteRT export does not run offline here (its error is printed above)")
+    _, data = int8
+    theirs = data["others"][ultralytics_int8.name]
+    assert theirs["mAP50"] is not None and theirs["size_bytes"] > 0 and theirs["latency_p50_ms"] > 0, theirs
+    print(json.dumps({"ours": data["converted"], "ultralytics_int8": theirs}, indent=1))
 
 
 def _val(trained: Path) -> dict[str, float]:
