@@ -106,6 +106,9 @@ FAMILIES = {
     ),
 }
 
+# MediaPipe face detection graphs' TensorsToDetections min_score_thresh, by anchor count (short range 896, full 2304)
+_MEDIAPIPE_SCORE = {896: 0.5, 2304: 0.6}
+
 _BY_OUTPUTS = {"ssd_anchors": "mediapipe", "yolov8": "ultralytics", "yolov5": "yolov5", "end2end": "ultralytics"}
 
 
@@ -303,10 +306,15 @@ def describe_bare(
         labels, sources["labels"] = tuple(f"class{i}" for i in range(num_classes)), f"{GUESS} (class0..class{num_classes - 1})"
     thresholds = family.thresholds if family is not None and family.thresholds is not None else Thresholds()
     sources["thresholds"] = conv if family is not None and family.thresholds is not None else "defaults"
-    if task is Task.classify and family is not None:
+    if task is Task.classify:
         # Ultralytics' probs.top5 and the Task Library's classifier (score_threshold 0) report the top classes unfiltered
         thresholds = Thresholds(score=0.0)
         sources["thresholds"] = f"{conv} (a classifier reports its top-5 whatever the scores)"
+    elif family is not None and family.name == "mediapipe":
+        anchors = outputs[0].shape[1] if len(outputs[0].shape) == 3 else 0
+        score = _MEDIAPIPE_SCORE.get(anchors, 0.5)
+        thresholds = Thresholds(score=score, iou=0.3)
+        sources["thresholds"] = f"{conv} (its face detection graph: min score {score}, suppression IoU 0.3)"
     manifest = ModelManifest(
         name=path.stem,
         version="0",

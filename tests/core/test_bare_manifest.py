@@ -66,6 +66,7 @@ def test_mediapipe_outputs_bring_the_minus_one_to_one_convention() -> None:
     assert spec.normalization.mean == (127.5,) * 3 and spec.normalization.std == (127.5,) * 3
     assert spec.pad_value == 0 and spec.resize.value == "letterbox_warp"
     assert "mediapipe" in resolved.sources["family"] and "mediapipe" in resolved.sources["input.normalization"]
+    assert (resolved.manifest.thresholds.score, resolved.manifest.thresholds.iou) == (0.5, 0.3)  # the short-range graph's
 
 
 def test_ultralytics_int8_tflite_quantizes_pixels_over_255_and_reads_normalized_boxes() -> None:
@@ -116,12 +117,12 @@ def test_classic_yolov5_outputs_take_detect_py_defaults() -> None:
     assert resolved.manifest.input.pad_value == 114 and resolved.sources["input.normalization"] == "family convention: yolov5"
 
 
-def test_classifiers_of_a_known_family_report_their_top_classes_unfiltered() -> None:
+def test_classifiers_report_their_top_classes_unfiltered() -> None:
     tensor = TensorInfo("input", (1, 64, 64, 3), np.dtype(np.float32))
     tflite = describe_bare(tensor, [CLASSES], Path("cls.tflite"), ModelMetadata(), None)
     assert tflite.manifest.thresholds.score == 0.0 and "top-5" in tflite.sources["thresholds"]
     unknown = describe_bare(tensor, [CLASSES], Path("cls.onnx"), ModelMetadata(), None)
-    assert unknown.manifest.thresholds.score == 0.5 and unknown.sources["thresholds"] == "defaults"
+    assert unknown.manifest.thresholds.score == 0.0 and unknown.sources["thresholds"].startswith("guess")
 
 
 def test_a_declared_input_range_defines_the_normalization() -> None:
