@@ -17,6 +17,7 @@ import pytest
 from installed import CONVERTER_SCRIPTS, SCRIPTS, run_installed, user_env
 
 from agent import load_detector
+from tests.conformance.refs import assert_detections_match
 
 pytestmark = pytest.mark.slow
 
@@ -138,6 +139,39 @@ def test_installed_quantize_onnx_converts(convert_venv: Path, tmp_path: Path) ->
     assert det.manifest.quantization["format"] == "QDQ"
     assert det.manifest.labels == ("circle", "square", "triangle", "cross")
     det.close()
+
+
+def test_converted_on_the_workstation_runs_on_the_device_install(convert_venv: Path, device_venv: Path, tmp_path: Path) -> None:
+    """convert-to-tflite (convert venv) -> `edge-agent detect --model` (device venv), both from a temp cwd.
+
+    Oracle: the source ONNX run by the agent in this process; the float32 .tflite must find the same boxes.
+    """
+    import cv2
+
+    demo = Path(_python(convert_venv, "import agent.demo_models as d; print(d.__path__[0])", tmp_path))
+    out = tmp_path / "converted"
+    proc = run_installed(convert_venv, "convert-to-tflite", str(demo / "onnx-fp32" / "model.onnx"), "-o", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    images = sorted((demo / "selftest").glob("scene_0*.jpg"))[:4]
+    detect = run_installed(
+        device_venv, "edge-agent", "detect", "--model", str(out / "model.tflite"), *map(str, images), cwd=tmp_path, timeout=300
+    )
+    assert detect.returncode == 0, detect.stderr[-3000:]
+    results = [json.loads(line) for line in detect.stdout.splitlines() if line.startswith("{")]
+    assert [r["source_id"] for r in results] == [p.name for p in images]
+    source = load_detector(demo / "onnx-fp32" / "model.onnx")
+    threshold = source.manifest.thresholds.score
+    try:
+        matched = 0
+        for result, image in zip(results, images, strict=True):
+            got = [
+                {"box": [d["box"][k] for k in ("x1", "y1", "x2", "y2")], "class_id": d["class_id"], "score": d["score"]}
+                for d in result["detections"]
+            ]
+            matched += assert_detections_match(source.detect(cv2.imread(str(image))), got, threshold, image.name)
+    finally:
+        source.close()
+    assert matched >= len(images), f"only {matched} boxes matched on {len(images)} scenes: the comparison proved little"
 
 
 def test_installed_convert_to_tflite_converts(convert_venv: Path, tmp_path: Path) -> None:
