@@ -117,3 +117,10 @@ def test_a_task_the_agent_cannot_decode_is_refused_up_front(tool, dynamic_onnx, 
     proc = run(torch_python, str(seg), *extra, "-o", str(tmp_path / "o"), tool=tool)
     assert proc.returncode == 2 and "'segment' model" in proc.stderr and "metadata_props 'task'" in proc.stderr, proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_convert_input_size_contradicting_a_static_onnx(tf_python, tmp_path):
+    out = tmp_path / "o"
+    proc = run(tf_python, str(DEMO_ONNX), "--input-size", "320x240", "-o", str(out))
+    assert proc.returncode == 2 and "--input-size 320x240 contradicts" in proc.stderr, proc.stderr[-2000:]
+    assert not out.exists()
