@@ -49,7 +49,7 @@ if [ -z "${EDGE_AGENT_SKIP_CONVERTERS:-}" ]; then
   # toolchains install once from the wheel's own metadata, keyed by pyproject's dependency lists; a code
   # change only reinstalls the wheel (--no-deps). torch pinned: an unpinned resolve fetches a CUDA build.
   mkdir -p "$CONVERT_CACHE"
-  "$PYTHON" tests/install/wheel.py "$env_dir" --extra convert --pin torch==2.13.0
+  "$PYTHON" tests/install/wheel_venv.py "$env_dir" --extra convert --pin torch==2.13.0
   export EDGE_AGENT_CONVERT_PYTHON="$env_dir/bin/python"
 fi
 

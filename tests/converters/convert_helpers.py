@@ -1,7 +1,7 @@
 """Helpers for the converter tests: conversions run in the toolchain virtualenvs (scripts/test.sh prepares them) as subprocesses.
 
 The toolchains (the `convert` extra: torch, litert-torch, TensorFlow, onnx2tf) live in one venv of their own,
-holding the built wheel as users install it (tests/install/wheel.py refreshes it when the code changes): the
+holding the built wheel as users install it (tests/install/wheel_venv.py refreshes it when the code changes): the
 converters run as its console scripts from a temp folder, without the checkout on the path. The test process
 itself (the dev venv, no torch/TF) checks the outputs with the agent, as a device would. Network access is cut
 for every conversion (proxies pointed at a closed port): conversions must be offline.
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.install.wheel import CODE_STAMP, DEPS_STAMP, ensure_installed, venv_lock
+from tests.install.wheel_venv import CODE_STAMP, DEPS_STAMP, ensure_installed, venv_lock
 
 REPO = Path(__file__).resolve().parents[2]
 SELFTEST = REPO / "models" / "demo" / "selftest"
@@ -37,14 +37,14 @@ def _python(var: str, default: Path, extra: str) -> str:
     path = os.environ.get(var) or os.environ.get("EDGE_AGENT_CONVERT_PYTHON") or str(default)
     if not Path(path).is_file():
         pytest.skip(f"the {extra} toolchain venv is missing ({path}); scripts/test.sh creates it "
-                    f"(tests/install/wheel.py VENV --extra {extra}), or set {var}")
+                    f"(tests/install/wheel_venv.py VENV --extra {extra}), or set {var}")
     _refresh_wheel(Path(path).parents[1])
     return path
 
 
 @functools.cache
 def _refresh_wheel(venv: Path) -> None:
-    """Reinstall the wheel in a venv tests/install/wheel.py built, when the code changed since (once a session)."""
+    """Reinstall the wheel in a venv tests/install/wheel_venv.py built, when the code changed since (once a session)."""
     if (venv / DEPS_STAMP).exists() or (venv / CODE_STAMP).exists():
         ensure_installed(venv, deps=False)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.install.wheel import REPO, ensure_installed
+from tests.install.wheel_venv import REPO, ensure_installed
 
 CACHE = Path(os.environ.get("EDGE_AGENT_CONVERT_CACHE", Path.home() / ".cache" / "edge-agent"))
 SCRIPTS: dict[str, str] = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]

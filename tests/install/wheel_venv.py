@@ -5,7 +5,7 @@ wheel's own metadata (``pip install 'edge_agent-*.whl[extra]'``, keyed by the de
 pyproject.toml), and only the wheel is reinstalled (``--no-deps --force-reinstall``) when the code changes.
 Both stamps live in the venv; a lock file keeps concurrent test sessions from reinstalling under each other.
 
-    python tests/install/wheel.py VENV_DIR [--extra convert] [--pin torch==2.13.0]
+    python tests/install/wheel_venv.py VENV_DIR [--extra convert] [--pin torch==2.13.0]
 """
 
 from __future__ import annotations
