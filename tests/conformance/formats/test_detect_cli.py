@@ -1,7 +1,7 @@
-"""The same format cases through ``edge-agent detect`` (a config with only model thresholds, no manifest).
+"""The same format cases through ``edge-agent detect``: no manifest, no config, nothing but ``--model FILE``.
 
-Each case runs the CLI as a user does (``python -m agent detect -c config.yaml --model FILE images...``) and
-compares its JSON lines with the same reference answers the in-process tests use.
+Each case runs the CLI as a user does (``python -m agent detect --model FILE images...``) and compares its
+JSON lines with the same reference answers the in-process tests use.
 """
 
 from __future__ import annotations
@@ -21,12 +21,10 @@ from tests.conformance.formats.conftest import load_reference
 pytestmark = pytest.mark.slow
 
 
-def _detect(model: Path, images: list[Path], config: dict[str, Any], tmp_path: Path) -> dict[str, list[dict[str, Any]]]:
+def _detect(model: Path, images: list[Path], tmp_path: Path) -> dict[str, list[dict[str, Any]]]:
     """source_id -> detections as the CLI prints them (box in frame pixels)."""
-    config_file = tmp_path / "config.yaml"
-    config_file.write_text(json.dumps({"model": config}))  # JSON is YAML
     proc = subprocess.run(
-        [sys.executable, "-m", "agent", "detect", "-c", str(config_file), "--model", str(model), *map(str, images)],
+        [sys.executable, "-m", "agent", "detect", "--model", str(model), *map(str, images)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -56,7 +54,6 @@ def test_ssd_postprocess_through_detect(ssd_postprocess: Path, tmp_path: Path) -
     found = _detect(
         ssd_postprocess / "uint8.tflite",
         [ssd_postprocess / "images" / name for name in expected],
-        {"score_threshold": reference["threshold"]},
         tmp_path,
     )
     for name, answer in expected.items():
@@ -68,26 +65,28 @@ def test_dynamic_batch_classifier_through_detect(onnx_classifier: Path, tmp_path
     found = _detect(
         onnx_classifier / "unit.onnx",
         [onnx_classifier / "images" / name for name in expected],
-        {"score_threshold": 0.0, "max_detections": 5},
         tmp_path,
     )
     for name, answer in expected.items():
         refs.assert_topk_match([(d["class_id"], d["score"]) for d in found[name]], answer["top5"], f"detect unit.onnx {name}")
 
 
-def test_mediapipe_face_through_detect(mediapipe_faces: Path, tmp_path: Path) -> None:
-    reference = load_reference(mediapipe_faces, "reference_short_range.json")
+@pytest.mark.parametrize(
+    ("name", "model"),
+    [("short_range", "face_detection_short_range.tflite"), ("full_range", "face_detection_full_range_sparse.tflite")],
+)
+def test_mediapipe_face_through_detect(mediapipe_faces: Path, tmp_path: Path, name: str, model: str) -> None:
+    reference = load_reference(mediapipe_faces, f"reference_{name}.json")
     expected = reference["images"]
     found = _detect(
-        mediapipe_faces / "face_detection_short_range.tflite",
+        mediapipe_faces / model,
         [mediapipe_faces / "images" / name for name in expected],
-        {"score_threshold": reference["threshold"], "iou_threshold": 0.3},
         tmp_path,
     )
     problems = []
-    for name, answer in expected.items():
+    for image, answer in expected.items():
         try:
-            refs.assert_detections_match(found[name], answer["detections"], reference["threshold"], f"detect {name}")
+            refs.assert_detections_match(found[image], answer["detections"], reference["threshold"], f"detect {name} {image}")
         except AssertionError as exc:
             problems.append(str(exc))
     assert not problems, "\n".join(problems)
