@@ -99,10 +99,10 @@ FAMILIES = {
     "tflite-classifier": Family(
         "tflite-classifier",
         None,
-        ResizeMode.stretch,
-        ResizeMode.stretch,
+        ResizeMode.stretch_libyuv,
+        ResizeMode.stretch_libyuv,
         0,
-        why="TFLite Task Library classifier: whole image resized to the input",
+        why="TFLite Task Library classifier: whole image resized to the input with libyuv's bilinear filter",
     ),
 }
 

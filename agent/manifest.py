@@ -49,6 +49,7 @@ class ResizeMode(StrEnum):
     stretch = "stretch"  # whole frame resized to the input, aspect not kept (TFLite Task Library)
     center_crop = "center_crop"  # short side scaled to the input, the centre cropped (Ultralytics classify)
     letterbox_warp = "letterbox_warp"  # letterbox by one affine warp, float padding (MediaPipe ImageToTensorCalculator)
+    stretch_libyuv = "stretch_libyuv"  # stretch with libyuv's bilinear arithmetic (TFLite Task Library)
 
 
 class TensorDType(StrEnum):

@@ -18,6 +18,7 @@ import numpy as np
 from agent.decoders.base import TensorInfo
 from agent.errors import ManifestError
 from agent.manifest import ColorOrder, InputSpec, Layout, ResizeMode
+from agent.resize_libyuv import LibyuvBilinear
 from agent.sources.base import PixelFormat
 
 
@@ -47,7 +48,7 @@ class Letterbox:
 
     @classmethod
     def fit(cls, frame_w: int, frame_h: int, input_w: int, input_h: int, mode: ResizeMode) -> Letterbox:
-        if mode is ResizeMode.stretch:
+        if mode in (ResizeMode.stretch, ResizeMode.stretch_libyuv):
             return cls(
                 frame_w,
                 frame_h,
@@ -186,6 +187,7 @@ class Preprocessor:
         self._scratch: np.ndarray | None = None  # model-sized uint8, colour order of the model
         self._convert_buf: np.ndarray | None = None  # frame-sized, only when a conversion must precede the resize
         self._planes: list[np.ndarray] = []
+        self._libyuv: LibyuvBilinear | None = None  # stretch_libyuv: built per frame geometry
 
     def _build_lut(self) -> np.ndarray | None:
         """(1, 256, C) table: pixel value -> final input value (normalized, then quantized)."""
@@ -211,6 +213,9 @@ class Preprocessor:
         return self._geometry
 
     def _prepare(self, width: int, height: int, fmt: PixelFormat) -> None:
+        self._libyuv = None
+        if self.spec.resize is ResizeMode.stretch_libyuv and (width, height) != (self.spec.width, self.spec.height):
+            self._libyuv = LibyuvBilinear(width, height, self.spec.width, self.spec.height, self.channels)
         self._key = (width, height, fmt)
         self._geometry = Letterbox.fit(width, height, self.spec.width, self.spec.height, self.spec.resize)
         shape = (self.spec.height, self.spec.width) + ((self.channels,) if self.channels > 1 else ())
@@ -258,20 +263,28 @@ class Preprocessor:
                 return
             assert self._convert_buf is not None
             cv2.cvtColor(image, code, dst=self._convert_buf)
-            cv2.resize(_crop(self._convert_buf, geo), (geo.inner_w, geo.inner_h), dst=roi, interpolation=interp)
+            self._resize(_crop(self._convert_buf, geo), roi, geo, interp)
             return
         if code is not None and self.channels == 1:
             # to grey before resizing: smaller, and a 3->1 channel resize is impossible in place
             grey = cv2.cvtColor(image, code, dst=self._convert_buf)
-            cv2.resize(_crop(grey, geo), (geo.inner_w, geo.inner_h), dst=roi, interpolation=interp)
+            self._resize(_crop(grey, geo), roi, geo, interp)
             return
         image = _crop(image, geo)
         if same_size:
             np.copyto(roi, image)  # cv2.resize would copy too, at a cost
         else:
-            cv2.resize(image, (geo.inner_w, geo.inner_h), dst=roi, interpolation=interp)
+            self._resize(image, roi, geo, interp)
         if code is not None:
             cv2.cvtColor(roi, code, dst=roi)
+
+    def _resize(self, src: np.ndarray, roi: np.ndarray, geo: Letterbox, interp: int) -> None:
+        if self._libyuv is None:
+            cv2.resize(src, (geo.inner_w, geo.inner_h), dst=roi, interpolation=interp)
+        elif src.ndim == 2:  # grey: one channel, as views
+            self._libyuv.resize(src[:, :, None], roi[:, :, None])
+        else:
+            self._libyuv.resize(src, roi)
 
     def _warp_convert(self, image: np.ndarray, fmt: PixelFormat, target: np.ndarray, geo: Letterbox, code: int | None) -> None:
         """Letterbox by one affine warp of the whole frame onto the whole input (border = pad value)."""

@@ -47,7 +47,7 @@ def test_quantized_input_takes_raw_pixels_even_with_metadata_normalization(dtype
     rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB).astype(np.int16)
     expected = rgb if dtype is np.uint8 else rgb - 128
     np.testing.assert_array_equal(_written(tensor, resolved.manifest.input, frame).astype(np.int16), expected)
-    assert resolved.manifest.input.resize.value == "stretch"  # TFLite classifier convention
+    assert resolved.manifest.input.resize.value == "stretch_libyuv"  # TFLite classifier convention (Task Library)
 
 
 def test_float_input_uses_metadata_normalization_over_family_convention() -> None:

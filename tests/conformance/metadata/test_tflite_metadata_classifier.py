@@ -53,13 +53,9 @@ def test_bare_load_matches_task_library(kind: str, tmp_path: Path) -> None:
     _compare(kind, "images", tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="resampling differs: the Task Library resizes with libyuv's bilinear filter, the agent with OpenCV; on "
-    "320x240 scenes scores move by up to 0.045 and close classes swap ranks. Strict: passing means it was fixed.",
-)
 @pytest.mark.parametrize("kind", KINDS)
 def test_resized_frames_match_task_library(kind: str, tmp_path: Path) -> None:
+    """Frames resized on the way in: the agent resizes with libyuv's bilinear arithmetic, as the Task Library does."""
     _compare(kind, "resized", tmp_path)
 
 
