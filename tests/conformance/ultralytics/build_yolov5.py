@@ -11,6 +11,8 @@ clear it. Boxes are taken from ``scale_boxes`` unrounded (``detect.py`` rounds t
 from __future__ import annotations
 
 import argparse
+import functools
+import inspect
 import json
 import time
 import traceback
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 from scene_data import write_probe_images
 
+_TORCH_ONNX_EXPORT = torch.onnx.export
 PROBE_SEED = 7
 IMGSZ = 320
 IOU, MAX_DET = 0.45, 100
@@ -81,6 +84,10 @@ def export(model: Any, out: Path, dynamic: bool) -> Path:
     image = torch.zeros(1, 3, IMGSZ, IMGSZ)
     for _ in range(2):
         model(image)  # dry runs, as export.py does
+    # yolov5 7.0 was written for the TorchScript-based exporter, torch's default before 2.9; the dynamo default
+    # of torch 2.14 cannot trace its fused convolutions, so the call gets the exporter it was written for.
+    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+        torch.onnx.export = functools.partial(_TORCH_ONNX_EXPORT, dynamo=False)
     folder = out / ("onnx-dynamic" if dynamic else "onnx")
     folder.mkdir(parents=True, exist_ok=True)
     made, _ = export_onnx(model, image, folder / "yolov5n.pt", 12, dynamic, False)
