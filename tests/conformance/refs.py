@@ -38,6 +38,7 @@ OFFLINE = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:
 BOX_IOU = 0.99
 SCORE_TOL = 0.01
 THRESHOLD_BAND = 0.02
+DEGENERATE_BOX_TOL = 0.05  # pixels: a zero-area box has no IoU, so its corners must agree this closely
 
 
 def ref_python(name: str) -> str:
@@ -98,6 +99,10 @@ def build_fixture(name: str, python: str, builder: Path, *args: str, inputs: Seq
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    if min(a[2] - a[0], a[3] - a[1], b[2] - b[0], b[3] - b[1]) <= 0:
+        # IoU is undefined for a flat or inverted box (clipped onto a frame edge, or drawn so by an untrained head):
+        # it matches only the same box, corner for corner
+        return 1.0 if max(abs(x - y) for x, y in zip(a, b, strict=True)) <= DEGENERATE_BOX_TOL else 0.0
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
