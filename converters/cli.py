@@ -38,7 +38,12 @@ def convert_parser() -> argparse.ArgumentParser:
         help="model file (.pt TorchScript/pickled, .pt2, .onnx, .keras/.h5), SavedModel dir, or 'package.module:callable'",
     )
     p.add_argument("-o", "--out", type=Path, default=Path("converted"), help="output folder (default ./converted)")
-    p.add_argument("--quantize", choices=["fp32", "fp16", "dynamic", "int8"], default="fp32")
+    p.add_argument(
+        "--quantize",
+        choices=["fp32", "fp16", "dynamic", "int8"],
+        default="fp32",
+        help="weights/activations: fp32 (default), fp16 weights, dynamic-range int8 weights, or full int8 (needs --calibration)",
+    )
     p.add_argument("--calibration", type=Path, help="folder of representative images (needed for int8)")
     p.add_argument("--calibration-limit", type=int, default=300, help="use at most this many calibration images")
     p.add_argument(
@@ -81,7 +86,7 @@ def convert_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", default="1.0.0", help="model version in the manifest")
     p.add_argument("--mean", type=_floats, help="per-channel mean in pixel units (default: the source's metadata, else 0)")
     p.add_argument("--std", type=_floats, help="per-channel std in pixel units (default: the source's metadata, else 255)")
-    p.add_argument("--score-threshold", type=float, default=0.5)
+    p.add_argument("--score-threshold", type=float, default=0.5, help="the manifest's score threshold (default 0.5)")
     p.add_argument(
         "--quantize-head",
         action="store_true",
@@ -213,16 +218,18 @@ def quantize_parser() -> argparse.ArgumentParser:
         "Runtime (detection head kept in float), with a manifest; labels, input size and "
         "normalization come from the source's metadata when it has them (Ultralytics exports).",
     )
-    p.add_argument("model", type=Path)
+    p.add_argument("model", type=Path, help="the float ONNX model to quantize")
     p.add_argument("--calibration", type=Path, required=True, help="folder of representative images")
-    p.add_argument("--calibration-limit", type=int, default=300)
-    p.add_argument("-o", "--out", type=Path, default=Path("quantized"))
+    p.add_argument("--calibration-limit", type=int, default=300, help="use at most this many calibration images")
+    p.add_argument("-o", "--out", type=Path, default=Path("quantized"), help="output folder (default ./quantized)")
     p.add_argument(
         "--input-size",
         type=_size,
         help="N or WxH: the size to fix a dynamic-axis model at (default: the model's imgsz metadata); must match a static model",
     )
-    p.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="minmax")
+    p.add_argument(
+        "--method", choices=["minmax", "entropy", "percentile"], default="minmax", help="calibration method (default minmax)"
+    )
     p.add_argument(
         "--format",
         choices=["qdq", "qoperator"],
@@ -240,12 +247,12 @@ def quantize_parser() -> argparse.ArgumentParser:
         "--no-speed-check", dest="speed_check", action="store_false", help="skip timing the float and int8 models on this machine"
     )
     p.add_argument("--labels", type=Path, help="labels file (default: the source's model.json or metadata)")
-    p.add_argument("--name")
-    p.add_argument("--version", default="1.0.0")
+    p.add_argument("--name", help="model name in the manifest (default: the source file stem)")
+    p.add_argument("--version", default="1.0.0", help="model version in the manifest")
     p.add_argument("--mean", type=_floats, help="per-channel mean in pixel units (default: metadata, else 0)")
     p.add_argument("--std", type=_floats, help="per-channel std in pixel units (default: metadata, else 255)")
-    p.add_argument("--validate", type=Path)
-    p.add_argument("--max-map-drop", type=float)
+    p.add_argument("--validate", type=Path, help="folder of images (+ COCO json or YOLO txt labels): write a report")
+    p.add_argument("--max-map-drop", type=float, help="with --validate: exit 3 when mAP@0.5:0.95 drops more (points)")
     return p
 
 

@@ -19,6 +19,7 @@ from agent.cli import build_parser as agent_parser
 from agent.cli_conventions import add_json_options, arguments_without_help, run_with_json_output, walk_parsers
 from agent.ota.fleet_cli import build_parser as fleet_parser
 from agent.ota.registry_cli import build_parser as registry_parser
+from converters.cli import convert_parser, quantize_parser
 
 PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "edge-agent": agent_parser,
@@ -27,16 +28,21 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
 }
 # `edge-registry publish --version V` names the model version being published (the root answers --version)
 VERSION_MEANS_SOMETHING_ELSE = {"edge-registry publish"}
+# the converters' --version is the model version written into the manifest: checked for help text only
+CONVERTERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
+    "convert-to-tflite": convert_parser,
+    "quantize-onnx": quantize_parser,
+}
 
 
-@pytest.mark.parametrize("tool", PARSERS)
+@pytest.mark.parametrize("tool", [*PARSERS, *CONVERTERS])
 def test_every_argument_has_help(tool: str) -> None:
-    assert arguments_without_help(PARSERS[tool]()) == []
+    assert arguments_without_help({**PARSERS, **CONVERTERS}[tool]()) == []
 
 
-@pytest.mark.parametrize("tool", PARSERS)
+@pytest.mark.parametrize("tool", [*PARSERS, *CONVERTERS])
 def test_json_is_a_flag_and_output_takes_a_file(tool: str) -> None:
-    for name, parser in walk_parsers(PARSERS[tool]()):
+    for name, parser in walk_parsers({**PARSERS, **CONVERTERS}[tool]()):
         for action in parser._actions:
             if "--json" in action.option_strings:
                 assert action.nargs == 0, f"{name}: --json takes no value (print JSON on stdout); write a file with --output"
