@@ -264,7 +264,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: YAML syntax error{where}: {problem}", [(f"(yaml{where})", str(problem))]) from None
     except RecursionError:
         raise ConfigError(
-            f"{path}: YAML nested too deeply to be a config file (thousands of levels); check the brackets",
+            f"{path}: YAML nested too deeply to be a config file (hundreds of levels; a config has a few); check the brackets",
             [("(yaml)", "nested too deeply")],
         ) from None
     if data is None:
