@@ -67,3 +67,22 @@ def test_ultralytics_metadata_json_in_a_tflite_is_not_mistaken_for_our_manifest(
         assert detector.manifest.decoder.boxes_normalized  # type: ignore[union-attr]  # Ultralytics TFLite exports
     finally:
         detector.close()
+
+
+def test_inspect_shows_the_signature_and_runs_at_a_given_size(models: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    def inspect(*extra: str) -> tuple[int, dict]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "agent", "models", "inspect", str(models / "dynamic.tflite"), "--json", *extra],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        return proc.returncode, json.loads(proc.stdout)
+
+    code, info = inspect()
+    assert code == 3 and info["inputs"][0]["shape"] == [-1, -1, -1, 3] and info["missing"]
+    code, info = inspect("--input-size", "128x96")
+    assert code == 0 and info["runs_as"]["inputs"][0]["shape"] == [1, 96, 128, 3]
+    assert info["runs_as"]["outputs"][0]["shape"] == [1, 6, 192]
