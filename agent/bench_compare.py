@@ -59,7 +59,10 @@ def image_files(folder: Path) -> list[Path]:
 
 
 def ground_truth(folder: Path, files: list[Path], frames: list[np.ndarray], labels: tuple[str, ...]) -> dict[str, Any] | None:
-    """COCO-style ground truth from YOLO label files beside the images (image ids 1..N in ``files`` order)."""
+    """COCO-style ground truth (image ids 1..N in ``files`` order): a COCO json in the folder, else YOLO label files."""
+    coco = _coco_json(folder, files)
+    if coco is not None:
+        return coco
     if not any(_label_file(f).is_file() for f in files):
         return None
     images: list[dict[str, Any]] = []
@@ -83,6 +86,34 @@ def ground_truth(folder: Path, files: list[Path], frames: list[np.ndarray], labe
     return {"images": images, "annotations": annotations, "categories": [{"id": i + 1, "name": n} for i, n in enumerate(labels)]}
 
 
+def _coco_json(folder: Path, files: list[Path]) -> dict[str, Any] | None:
+    """A COCO json of ``folder`` re-keyed to our image ids and to category ids 1..C in the file's id order."""
+    for candidate in sorted(folder.glob("*.json")):
+        data = json.loads(candidate.read_text())
+        if not (isinstance(data, dict) and "images" in data and "annotations" in data):
+            continue
+        categories = sorted(data.get("categories", []), key=lambda c: c["id"])
+        category = {c["id"]: i + 1 for i, c in enumerate(categories)}  # class id k is category k+1, as in the manifest
+        by_name = {img["file_name"]: img for img in data["images"]}
+        images: list[dict[str, Any]] = []
+        annotations: list[dict[str, Any]] = []
+        for i, path in enumerate(files, 1):
+            image = by_name.get(path.name)
+            if image is None:
+                continue
+            images.append({**image, "id": i})
+            annotations += [
+                {**a, "image_id": i, "id": len(annotations) + k + 1, "category_id": category[a["category_id"]]}
+                for k, a in enumerate(x for x in data["annotations"] if x["image_id"] == image["id"])
+            ]
+        return {
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": i + 1, "name": c["name"]} for i, c in enumerate(categories)],
+        }
+    return None
+
+
 def _label_file(image: Path) -> Path:
     """YOLO labels beside the image, or in Ultralytics' layout (the last ``images/`` folder -> ``labels/``)."""
     beside = image.with_suffix(".txt")
@@ -102,6 +133,8 @@ def coco_map(gt: dict[str, Any] | None, detections: list[dict[str, Any]]) -> tup
     except ImportError:
         print("note: faster-coco-eval is not installed: no mAP (pip install faster-coco-eval)", file=sys.stderr)
         return None, None
+    known = {int(image["id"]) for image in gt["images"]}
+    detections = [d for d in detections if d["image_id"] in known]  # images the labels do not cover are not scored
     if not detections:
         return 0.0, 0.0
     coco_gt = fce.COCO(gt, print_function=lambda *a, **k: None)
