@@ -19,6 +19,7 @@ from agent.decoders.base import TensorInfo
 from agent.errors import ManifestError
 from agent.manifest import ColorOrder, InputSpec, Layout, ResizeMode
 from agent.resize_libyuv import LibyuvBilinear
+from agent.resize_pil import PilResizeCrop, crop_origin, short_side_size
 from agent.sources.base import PixelFormat
 
 
@@ -75,27 +76,14 @@ class Letterbox:
                 (frame_w - roi_w) / 2, (frame_h - roi_h) / 2, roi_w, roi_h, warp=True,
             )  # fmt: skip
         if mode is ResizeMode.center_crop:
-            # short side scaled to the input, the centre kept: crop the frame first, then resize the crop to the input
-            scale = max(input_w / frame_w, input_h / frame_h)
-            crop_w = min(frame_w, max(1, round(input_w / scale)))
-            crop_h = min(frame_h, max(1, round(input_h / scale)))
-            crop_x, crop_y = (frame_w - crop_w) // 2, (frame_h - crop_h) // 2
+            # torchvision Resize(short side) + CenterCrop, as Ultralytics classifiers are fed: the region kept, in frame px
+            resized_w, resized_h = short_side_size(frame_w, frame_h, min(input_w, input_h))
+            sx, sy = resized_w / frame_w, resized_h / frame_h
+            left, top = crop_origin(resized_w, resized_h, input_w, input_h)
             return cls(
-                frame_w,
-                frame_h,
-                input_w,
-                input_h,
-                input_w / crop_w,
-                input_h / crop_h,
-                0,
-                0,
-                input_w,
-                input_h,
-                crop_x,
-                crop_y,
-                crop_w,
-                crop_h,
-            )
+                frame_w, frame_h, input_w, input_h, sx, sy, 0, 0, input_w, input_h, left / sx, top / sy,
+                input_w / sx, input_h / sy,
+            )  # fmt: skip
         scale = min(input_w / frame_w, input_h / frame_h)
         inner_w = min(input_w, max(1, round(frame_w * scale)))
         inner_h = min(input_h, max(1, round(frame_h * scale)))
@@ -188,6 +176,7 @@ class Preprocessor:
         self._convert_buf: np.ndarray | None = None  # frame-sized, only when a conversion must precede the resize
         self._planes: list[np.ndarray] = []
         self._libyuv: LibyuvBilinear | None = None  # stretch_libyuv: built per frame geometry
+        self._pil: PilResizeCrop | None = None  # center_crop: built per frame geometry
 
     def _build_lut(self) -> np.ndarray | None:
         """(1, 256, C) table: pixel value -> final input value (normalized, then quantized)."""
@@ -216,6 +205,9 @@ class Preprocessor:
         self._libyuv = None
         if self.spec.resize is ResizeMode.stretch_libyuv and (width, height) != (self.spec.width, self.spec.height):
             self._libyuv = LibyuvBilinear(width, height, self.spec.width, self.spec.height, self.channels)
+        self._pil = None
+        if self.spec.resize is ResizeMode.center_crop:
+            self._pil = PilResizeCrop(width, height, self.spec.width, self.spec.height, self.channels)
         self._key = (width, height, fmt)
         self._geometry = Letterbox.fit(width, height, self.spec.width, self.spec.height, self.spec.resize)
         shape = (self.spec.height, self.spec.width) + ((self.channels,) if self.channels > 1 else ())
@@ -251,26 +243,24 @@ class Preprocessor:
         if geo.warp:
             self._warp_convert(image, fmt, roi, geo, code)
             return
-        same_size = (geo.inner_w, geo.inner_h) == (geo.crop_w, geo.crop_h)
-        # INTER_AREA when a crop shrinks: closer to the antialiased resize of torchvision/PIL centre-crop pipelines
-        interp = cv2.INTER_AREA if geo.cropped and geo.scale_x < 1 else cv2.INTER_LINEAR
+        same_size = not geo.cropped and (geo.inner_w, geo.inner_h) == (geo.frame_w, geo.frame_h)
+        interp = cv2.INTER_LINEAR
         if code == -1:  # grey model, YUV frame: the Y plane
             image, code = image[: geo.frame_h, : geo.frame_w], None
         if fmt is PixelFormat.YUV420 and code is not None:
             # colour conversion must see the whole I420 buffer; crop and resize afterwards if needed
-            if same_size and not geo.cropped:
+            if same_size:
                 cv2.cvtColor(image, code, dst=roi)
                 return
             assert self._convert_buf is not None
             cv2.cvtColor(image, code, dst=self._convert_buf)
-            self._resize(_crop(self._convert_buf, geo), roi, geo, interp)
+            self._resize(self._convert_buf, roi, geo, interp)
             return
         if code is not None and self.channels == 1:
             # to grey before resizing: smaller, and a 3->1 channel resize is impossible in place
             grey = cv2.cvtColor(image, code, dst=self._convert_buf)
-            self._resize(_crop(grey, geo), roi, geo, interp)
+            self._resize(grey, roi, geo, interp)
             return
-        image = _crop(image, geo)
         if same_size:
             np.copyto(roi, image)  # cv2.resize would copy too, at a cost
         else:
@@ -279,12 +269,13 @@ class Preprocessor:
             cv2.cvtColor(roi, code, dst=roi)
 
     def _resize(self, src: np.ndarray, roi: np.ndarray, geo: Letterbox, interp: int) -> None:
-        if self._libyuv is None:
+        exact = self._libyuv or self._pil  # a reference's own resampling arithmetic, when the family has one
+        if exact is None:
             cv2.resize(src, (geo.inner_w, geo.inner_h), dst=roi, interpolation=interp)
         elif src.ndim == 2:  # grey: one channel, as views
-            self._libyuv.resize(src[:, :, None], roi[:, :, None])
+            exact.resize(src[:, :, None], roi[:, :, None])
         else:
-            self._libyuv.resize(src, roi)
+            exact.resize(src, roi)
 
     def _warp_convert(self, image: np.ndarray, fmt: PixelFormat, target: np.ndarray, geo: Letterbox, code: int | None) -> None:
         """Letterbox by one affine warp of the whole frame onto the whole input (border = pad value)."""
@@ -321,13 +312,6 @@ class Preprocessor:
                 np.copyto(dst[0, c], plane)
             else:
                 cv2.LUT(plane, self._channel_luts[c], dst=dst[0, c])
-
-
-def _crop(image: np.ndarray, geo: Letterbox) -> np.ndarray:
-    """The part of the frame the model sees (a view; the whole frame unless centre-cropping)."""
-    if not geo.cropped:
-        return image
-    return image[geo.crop_y : geo.crop_y + geo.crop_h, geo.crop_x : geo.crop_x + geo.crop_w]
 
 
 def _fill_padding(target: np.ndarray, geo: Letterbox, value: int) -> None:

@@ -10,6 +10,7 @@ from agent.decoders.base import TensorInfo
 from agent.errors import ManifestError
 from agent.manifest import ColorOrder, InputSpec, Layout, Normalization, ResizeMode, TensorDType
 from agent.preprocess import Letterbox, Preprocessor
+from agent.resize_pil import PilResizeCrop
 from agent.sources.base import PixelFormat
 
 
@@ -131,19 +132,19 @@ def test_steady_state_allocates_no_frame_sized_array() -> None:
 
 
 def test_center_crop_keeps_the_middle_and_maps_back() -> None:
-    """Centre crop (Ultralytics classify): the short side fills the input, the long side's middle is kept."""
-    geo = Letterbox.fit(640, 480, 224, 224, ResizeMode.center_crop)
-    assert (geo.crop_x, geo.crop_y, geo.crop_w, geo.crop_h) == (80, 0, 480, 480)
+    """Centre crop (Ultralytics classify): short side to the input (Pillow's antialiased bilinear), middle kept."""
+    geo = Letterbox.fit(640, 480, 224, 224, ResizeMode.center_crop)  # resized to 298x224, 37 px cut on the left
+    assert geo.crop_y == 0 and geo.crop_h == 480 and geo.crop_x == pytest.approx(37 * 640 / 298)
     whole = geo.input_norm_to_frame(np.array([[0.0, 0.0, 1.0, 1.0]], np.float32))
-    np.testing.assert_allclose(whole, [[80, 0, 560, 480]], atol=1e-3)
     np.testing.assert_allclose(geo.frame_to_input_norm(whole), [[0, 0, 1, 1]], atol=1e-6)
     spec = InputSpec(width=224, height=224, layout=Layout.NCHW, resize=ResizeMode.center_crop)
     tensor = TensorInfo("input", spec.tensor_shape(), np.dtype(np.float32))
     frame = _frame(640, 480)
     dst = np.zeros(spec.tensor_shape(), np.float32)
     Preprocessor(spec, tensor).write(frame, PixelFormat.BGR, 640, 480, dst)
-    crop = cv2.resize(frame[:, 80:560], (224, 224), interpolation=cv2.INTER_AREA)[:, :, ::-1]
-    np.testing.assert_allclose(dst[0], crop.transpose(2, 0, 1) / 255.0, atol=1e-6)
+    crop = np.zeros((224, 224, 3), np.uint8)
+    PilResizeCrop(640, 480, 224, 224, 3).resize(frame, crop)
+    np.testing.assert_allclose(dst[0], crop[:, :, ::-1].transpose(2, 0, 1) / 255.0, atol=1e-6)
     # a YUV frame is converted whole, then cropped: same picture as the BGR path (smooth, so 4:2:0 chroma loses little)
     smooth = cv2.resize(_frame(16, 12), (640, 480), interpolation=cv2.INTER_CUBIC)
     bgr, yuv = np.zeros_like(dst), np.zeros_like(dst)
