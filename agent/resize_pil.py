@@ -62,28 +62,33 @@ class PilResizeCrop:
     def __init__(self, src_w: int, src_h: int, out_w: int, out_h: int, channels: int) -> None:
         resized_w, resized_h = short_side_size(src_w, src_h, min(out_w, out_h))
         left, top = crop_origin(resized_w, resized_h, out_w, out_h)
-        self._cols, cw = _coefficients(src_w, resized_w, left, out_w)
-        self._rows, rw = _coefficients(src_h, resized_h, top, out_h)
-        self._col_weights = cw[None, :, :, None]
-        self._row_weights = rw[:, :, None, None]
-        self._gather_h = np.empty((src_h, out_w, self._cols.shape[1], channels), np.uint8)
-        self._wide_h = np.empty(self._gather_h.shape, np.int64)
-        self._pass_h = np.empty((src_h, out_w, channels), np.int64)
-        self._pass_h8 = np.empty((src_h, out_w, channels), np.uint8)
-        self._gather_v = np.empty((out_h, self._rows.shape[1], out_w, channels), np.uint8)
-        self._wide_v = np.empty(self._gather_v.shape, np.int64)
-        self._pass_v = np.empty((out_h, out_w, channels), np.int64)
+        self._cols, self._col_weights = _coefficients(src_w, resized_w, left, out_w)
+        self._rows, self._row_weights = _coefficients(src_h, resized_h, top, out_h)
+        # per tap: one gather, one multiply, one add into an int32 accumulator (weights sum to 2**22: no overflow)
+        self._col_w = [self._col_weights[:, k].astype(np.int32)[None, :, None] for k in range(self._cols.shape[1])]
+        self._row_w = [self._row_weights[:, k].astype(np.int32)[:, None, None] for k in range(self._rows.shape[1])]
+        self._gather_h = np.empty((src_h, out_w, channels), np.uint8)
+        self._term_h = np.empty((src_h, out_w, channels), np.int32)
+        self._acc_h = np.empty((src_h, out_w, channels), np.int32)
+        self._pass_h = np.empty((src_h, out_w, channels), np.uint8)
+        self._gather_v = np.empty((out_h, out_w, channels), np.uint8)
+        self._term_v = np.empty((out_h, out_w, channels), np.int32)
+        self._acc_v = np.empty((out_h, out_w, channels), np.int32)
 
     def resize(self, src: np.ndarray, dst: np.ndarray) -> None:
         """Write the resized and cropped ``src`` (H, W, C uint8) into ``dst`` (out_h, out_w, C uint8)."""
-        np.take(src, self._cols, axis=1, out=self._gather_h)
-        np.multiply(self._gather_h, self._col_weights, out=self._wide_h)
-        np.sum(self._wide_h, axis=2, out=self._pass_h)
-        _round_clip(self._pass_h, self._pass_h8)
-        np.take(self._pass_h8, self._rows, axis=0, out=self._gather_v)
-        np.multiply(self._gather_v, self._row_weights, out=self._wide_v)
-        np.sum(self._wide_v, axis=1, out=self._pass_v)
-        _round_clip(self._pass_v, dst)
+        self._acc_h.fill(0)
+        for k, weight in enumerate(self._col_w):
+            np.take(src, self._cols[:, k], axis=1, out=self._gather_h)
+            np.multiply(self._gather_h, weight, out=self._term_h)
+            self._acc_h += self._term_h
+        _round_clip(self._acc_h, self._pass_h)
+        self._acc_v.fill(0)
+        for k, weight in enumerate(self._row_w):
+            np.take(self._pass_h, self._rows[:, k], axis=0, out=self._gather_v)
+            np.multiply(self._gather_v, weight, out=self._term_v)
+            self._acc_v += self._term_v
+        _round_clip(self._acc_v, dst)
 
 
 def _round_clip(acc: np.ndarray, out: np.ndarray) -> None:
