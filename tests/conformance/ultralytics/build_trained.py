@@ -23,6 +23,7 @@ from pathlib import Path
 
 from build_formats import export_variant, onnx_facts, predict_reference
 from scene_data import HELDOUT_SEED, write_dataset_yaml, write_probe_images, write_split
+from score_ultralytics import score
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "assets" / "yolov8n_scenes.pt"
 IMGSZ = 320  # the training size
@@ -53,6 +54,24 @@ def validate(path: Path, data: Path, out: Path) -> dict[str, float]:
         **VAL,
     )
     return {"map50_95": float(metrics.box.map), "map50": float(metrics.box.map50)}
+
+
+def predict_scored(path: Path, split: Path, names: dict[int, str]) -> dict[str, float]:
+    """Ultralytics predict on every held-out scene at val's thresholds, scored by val's own matcher and AP.
+
+    The like-for-like oracle for the agent, which runs predict's single-label NMS: val's own number also keeps a
+    second and third class per box (``multi_label=True`` in its NMS), which predict and the agent never report.
+    """
+    from ultralytics import YOLO
+
+    model = YOLO(str(path), task="detect")
+    found = {}
+    for image in sorted((split / "images" / "test").iterdir()):
+        boxes = model.predict(str(image), imgsz=IMGSZ, device="cpu", rect=False, verbose=False, save=False, **VAL)[0].boxes
+        found[image.name] = [
+            [*b, s, c] for b, s, c in zip(boxes.xyxy.tolist(), boxes.conf.tolist(), boxes.cls.tolist(), strict=True)
+        ]
+    return score(split, found, names)
 
 
 def main() -> None:
@@ -100,7 +119,10 @@ def main() -> None:
             reference = predict_reference(path, images, IMGSZ, out, **PREDICT)
             (path.parent / "reference.json").write_text(json.dumps(reference, indent=1))
             entry["boxes"] = sum(len(v["detections"]) for v in reference["images"].values())  # type: ignore[union-attr]
-            scores["files"][entry["file"]] = validate(path, data, out)  # type: ignore[index]
+            scores["files"][entry["file"]] = {  # type: ignore[index]
+                **validate(path, data, out),
+                "predict": predict_scored(path, out / "heldout", model.names),
+            }
         except Exception as exc:  # noqa: BLE001 - a variant that cannot be exported is reported, the others go on
             entry["error"] = f"{type(exc).__name__}: {exc}"
             entry["traceback"] = traceback.format_exc()[-4000:]

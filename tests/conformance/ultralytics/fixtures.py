@@ -80,11 +80,15 @@ class VariantMissing(RuntimeError):
     """The reference exporter did not produce this variant (the message carries its error)."""
 
 
-def agent_matches_reference(model: Path, fixture: Path, reference: dict[str, Any], where: str) -> int:
-    """Load ``model`` bare, run it on every reference image, compare box for box; return the matched count."""
-    detector = load_detector(
-        model, thresholds=Thresholds(score=reference["threshold"], iou=reference["iou"], max_detections=reference["max_det"])
-    )
+def agent_matches_reference(
+    model: Path, fixture: Path, reference: dict[str, Any], where: str, input_size: tuple[int, int] | None = None
+) -> int:
+    """Load ``model`` bare, run it on every reference image, compare box for box; return the matched count.
+
+    ``input_size`` is config ``model.input_size``, for a dynamic-axis file whose metadata does not say its size.
+    """
+    thresholds = Thresholds(score=reference["threshold"], iou=reference["iou"], max_detections=reference["max_det"])
+    detector = load_detector(model, thresholds=thresholds, input_size=input_size)
     problems, matched = [], 0
     try:
         for name, expected in reference["images"].items():

@@ -8,15 +8,19 @@ tests/conformance/refs.py's bounds.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
+from agent.detector import load_detector
+from agent.errors import ManifestError
 from tests.conformance.ultralytics.fixtures import VariantMissing, agent_matches_reference, variant_file, yolov5_fixture
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("variant", ["onnx", "onnx-dynamic"])
-def test_yolov5_export_matches_its_detect(variant: str) -> None:
+def _file(variant: str) -> tuple[Path, Path, dict[str, Any]]:
     fixture = yolov5_fixture()
     try:
         path, reference = variant_file(fixture, variant)
@@ -24,4 +28,22 @@ def test_yolov5_export_matches_its_detect(variant: str) -> None:
         pytest.fail(str(exc))
     boxes = sum(len(v["detections"]) for v in reference["images"].values())
     assert boxes >= 10, f"yolov5 {variant}: the reference has only {boxes} boxes, too few to prove anything"
-    assert agent_matches_reference(path, fixture, reference, f"yolov5n {variant}") >= 10
+    return fixture, path, reference
+
+
+def test_yolov5_static_export_matches_its_detect() -> None:
+    fixture, path, reference = _file("onnx")
+    assert agent_matches_reference(path, fixture, reference, "yolov5n onnx") >= 10
+
+
+def test_yolov5_dynamic_export_matches_its_detect_at_the_configured_size() -> None:
+    """yolov5's export writes ``stride`` and ``names`` but no size: ``model.input_size`` is what a user supplies."""
+    fixture, path, reference = _file("onnx-dynamic")
+    size = (reference["imgsz"], reference["imgsz"])
+    assert agent_matches_reference(path, fixture, reference, "yolov5n onnx-dynamic", input_size=size) >= 10
+
+
+def test_yolov5_dynamic_export_without_a_size_names_the_setting() -> None:
+    _, path, _ = _file("onnx-dynamic")
+    with pytest.raises(ManifestError, match=r"model\.input_size"):
+        load_detector(path)
