@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import types
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,14 +38,38 @@ def load_source(model: str, kind: InputKind, input_size: tuple[int, int] | None,
         from converters.torch_path import load_torch_model, torch_forward
 
         net = load_torch_model(model, kind, weights)
-        size = input_size or _size_attr(net)
+        extra = _torchscript_config(Path(model)) if kind is InputKind.torchscript else {}
+        size = input_size or _size_attr(net) or _size_attr(types.SimpleNamespace(input_size=_hw_to_wh(extra.get("imgsz"))))
         if size is None:
             raise OptionError("a PyTorch model has no fixed input size: pass --input-size WxH (e.g. 640 or 640x480)")
         w, h = size
-        return SourceModel(kind, name, Layout.NCHW, (1, 3, h, w), torch_forward(net), net, getattr(net, "labels", None))
+        labels = getattr(net, "labels", None) or _names(extra.get("names"))
+        return SourceModel(kind, name, Layout.NCHW, (1, 3, h, w), torch_forward(net), net, labels)
     if kind is InputKind.onnx:
         return _onnx_source(model, name, input_size)
     return _tf_source(model, kind, name, input_size)
+
+
+def _torchscript_config(path: Path) -> dict[str, Any]:
+    """The ``extra/config.txt`` JSON Ultralytics' TorchScript export carries (names, imgsz); {} when absent."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            member = next((n for n in zf.namelist() if n.endswith("/extra/config.txt")), None)
+            data = json.loads(zf.read(member)) if member else {}
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _hw_to_wh(imgsz: Any) -> Any:
+    """Ultralytics writes imgsz as [height, width]."""
+    return (imgsz[1], imgsz[0]) if isinstance(imgsz, list | tuple) and len(imgsz) == 2 else imgsz
+
+
+def _names(names: Any) -> tuple[str, ...] | None:
+    if isinstance(names, dict):
+        return tuple(str(names[k]) for k in sorted(names, key=lambda k: int(k)))
+    return tuple(str(n) for n in names) if isinstance(names, list) else None
 
 
 def _size_attr(net: Any) -> tuple[int, int] | None:

@@ -7,6 +7,7 @@ tests/conformance/ultralytics/build_formats.py does (shared code, so the probe s
     model.pt                  the checkpoint (Ultralytics' own save)
     images/probe_*            the probe scenes of build_formats.py
     reference.json            Ultralytics ``predict`` on model.pt (tests/conformance/refs.py format)
+    model.torchscript         with --torchscript: Ultralytics' TorchScript export (+ reference_torchscript.json)
 
 The trained checkpoint's exports, held-out split and Ultralytics val live in the conformance fixture
 (tests/conformance/ultralytics/fixtures.py: trained_fixture); this builder only adds what it lacks, .pt files
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--model", required=True, help="an Ultralytics model yaml (e.g. yolo11n.yaml) or a trained .pt")
     parser.add_argument("--imgsz", type=int, default=320)
+    parser.add_argument("--torchscript", action="store_true", help="also Ultralytics' TorchScript export, answered too")
     args = parser.parse_args()
     out = args.out.resolve()
     os.environ["YOLO_CONFIG_DIR"] = str(out / ".ultralytics")
@@ -52,6 +54,11 @@ def main() -> None:
     reference = predict_reference(target, images, args.imgsz, out)
     assert reference["threshold"] == CONF and reference["iou"] == IOU
     (out / "reference.json").write_text(json.dumps(reference, indent=1))
+    if args.torchscript:
+        made = Path(YOLO(str(target)).export(format="torchscript", imgsz=args.imgsz, device="cpu"))
+        shutil.move(str(made), out / "model.torchscript")
+        scripted = predict_reference(out / "model.torchscript", images, args.imgsz, out)
+        (out / "reference_torchscript.json").write_text(json.dumps(scripted, indent=1))
     print(json.dumps({"boxes": sum(len(v["detections"]) for v in reference["images"].values())}))
 
 

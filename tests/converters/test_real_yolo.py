@@ -32,7 +32,7 @@ SHARED = (ULTRA / "scene_data.py", ULTRA / "build_formats.py", refs.REPO / "agen
 IMGSZ = FORMAT_IMGSZ
 
 
-def pt_fixture(family: str) -> Path:
+def pt_fixture(family: str, *extra: str) -> Path:
     """A structured-random checkpoint of ``family`` and Ultralytics predict on it (build_ultralytics_pt.py)."""
     python = refs.ref_python("ultralytics")
     return refs.build_fixture(
@@ -43,6 +43,7 @@ def pt_fixture(family: str) -> Path:
         f"{family}.yaml",
         "--imgsz",
         str(IMGSZ),
+        *extra,
         inputs=SHARED,
     )
 
@@ -84,3 +85,16 @@ def test_ultralytics_onnx(family: str, variant: str, tf_python: str, tmp_path_fa
     assert manifest["provenance"]["converter_path"] == "onnx2tf"
     assert manifest["input"]["width"] == IMGSZ and manifest["input"]["layout"] == "NHWC"
     assert agent_matches_reference(tflite, fixture, reference, f"{family} {variant} -> tflite") >= 10
+
+
+def test_ultralytics_torchscript(torch_python: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Ultralytics' TorchScript export goes through torch's TorchScript -> ExportedProgram converter and litert-torch;
+    labels and input size come from the config.txt it carries."""
+    fixture = pt_fixture("yolov8n", "--torchscript")
+    out = tmp_path_factory.getbasetemp() / "torchscript-yolov8n"
+    tflite = convert(torch_python, fixture / "model.torchscript", out)
+    manifest = json.loads((out / "model.json").read_text())
+    assert manifest["provenance"]["source_kind"] == "torchscript"
+    assert manifest["input"]["width"] == IMGSZ and len(manifest["labels"]) == 80
+    reference = json.loads((fixture / "reference_torchscript.json").read_text())
+    assert agent_matches_reference(tflite, fixture, reference, "yolov8n.torchscript -> tflite") >= 10
