@@ -47,7 +47,7 @@ def load_calibration(folder: Path, spec: InputSpec, limit: int | None = None, wa
     """``[K, *input_shape[1:]]`` float32: each image letterboxed and normalized by the agent's Preprocessor."""
     files = image_files(folder)
     if limit:
-        files = files[::max(1, len(files) // limit)][:limit]
+        files = files[:: max(1, len(files) // limit)][:limit]
     if warn and len(files) < RECOMMENDED_IMAGES:
         print(f"note: {len(files)} calibration images; {RECOMMENDED_IMAGES}+ representative frames give safer int8 ranges")
     tensor = float_tensor(spec)

@@ -77,8 +77,9 @@ def convert_to_tflite(opts: ConvertOptions) -> ConvertResult:
     nhwc_out = opts.nhwc or source.layout is Layout.NHWC or kind is InputKind.onnx  # onnx2tf always emits NHWC
     layout = Layout.NHWC if nhwc_out else Layout.NCHW
     _, h, w = (source.input_shape[0], *((source.input_shape[2:4]) if source.layout is Layout.NCHW else source.input_shape[1:3]))
-    float_spec = InputSpec(width=w, height=h, layout=layout, dtype=TensorDType.float32,
-                           normalization=Normalization(mean=opts.mean, std=opts.std))
+    float_spec = InputSpec(
+        width=w, height=h, layout=layout, dtype=TensorDType.float32, normalization=Normalization(mean=opts.mean, std=opts.std)
+    )
     if opts.calibration is not None:
         image_files(opts.calibration)  # checked before the (slow) export: a bad folder fails fast
     work = Path(tempfile.mkdtemp(prefix="convert-to-tflite-"))
@@ -95,8 +96,10 @@ def convert_to_tflite(opts: ConvertOptions) -> ConvertResult:
     if ssd:
         # the source's post-process is a placeholder body that TF's converter replaces with the real op
         worst = None
-        print(f"note: the graph ends in {SSD_POSTPROCESS}; the source's placeholder for it computes nothing real, so "
-              "float parity is not checked against the source (validate with --validate and labelled images)")
+        print(
+            f"note: the graph ends in {SSD_POSTPROCESS}; the source's placeholder for it computes nothing real, so "
+            "float parity is not checked against the source (validate with --validate and labelled images)"
+        )
     else:
         worst = _parity(source, fp32, check, layout, opts.parity_tolerance)
 
@@ -118,11 +121,18 @@ def convert_to_tflite(opts: ConvertOptions) -> ConvertResult:
     qparams["fp32_parity_max_abs"] = float(f"{worst:.3g}") if worst is not None else f"not checked ({SSD_POSTPROCESS})"
     spec = float_spec.model_copy(update={"dtype": TensorDType(opts.io_type)}) if opts.quantize == "int8" else float_spec
     manifest = ModelManifest(
-        name=opts.name or source.name, version=opts.version,
-        task=Task.classify if decoder.type == "classifier" else Task.detect, input=spec, labels=labels,
-        decoder=decoder, thresholds=opts.thresholds, quantization=qparams,
-        provenance=manifest_io.provenance(opts.model, kind.value, PATH_OF_KIND[kind], tool_versions(),
-                                          {"seconds": round(time.perf_counter() - t0, 1)}))
+        name=opts.name or source.name,
+        version=opts.version,
+        task=Task.classify if decoder.type == "classifier" else Task.detect,
+        input=spec,
+        labels=labels,
+        decoder=decoder,
+        thresholds=opts.thresholds,
+        quantization=qparams,
+        provenance=manifest_io.provenance(
+            opts.model, kind.value, PATH_OF_KIND[kind], tool_versions(), {"seconds": round(time.perf_counter() - t0, 1)}
+        ),
+    )
     final = manifest_io.finalize(model_path, manifest)
     return ConvertResult(model_path, final, source, fp32, time.perf_counter() - t0, work)
 
@@ -190,9 +200,11 @@ def _parity(source: SourceModel, fp32: Path, inputs: np.ndarray, layout: Layout,
             worst = max(worst, error)
             worst_relative = max(worst_relative, error / max(1.0, float(np.abs(e).max())))
     if worst_relative > tolerance:
-        raise ParityError(f"the float32 .tflite differs from the source model by up to {worst:.3g} ({worst_relative:.3g} "
-                          f"of the output's range; tolerance {tolerance}): the converter produced a wrong graph or "
-                          "wrong weights; not continuing")
+        raise ParityError(
+            f"the float32 .tflite differs from the source model by up to {worst:.3g} ({worst_relative:.3g} "
+            f"of the output's range; tolerance {tolerance}): the converter produced a wrong graph or "
+            "wrong weights; not continuing"
+        )
     return worst
 
 
@@ -202,8 +214,13 @@ def _fp32_outputs(fp32: Path, inputs: np.ndarray) -> list[tuple[TensorInfo, np.n
     details = Interpreter(model_path=str(fp32), num_threads=1).get_output_details()
     values = [_run_tflite(fp32, x[None]) for x in inputs]
     # shapes from the produced arrays: a custom op's outputs (TFLite_Detection_PostProcess) have none before invoke
-    return [(TensorInfo(d["name"], tuple(int(s) for s in values[0][i].shape), np.dtype(d["dtype"])),
-             np.concatenate([v[i] for v in values])) for i, d in enumerate(details)]
+    return [
+        (
+            TensorInfo(d["name"], tuple(int(s) for s in values[0][i].shape), np.dtype(d["dtype"])),
+            np.concatenate([v[i] for v in values]),
+        )
+        for i, d in enumerate(details)
+    ]
 
 
 def _default_labels(outputs: list[tuple[TensorInfo, np.ndarray]]) -> tuple[str, ...]:

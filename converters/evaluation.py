@@ -43,10 +43,17 @@ def load_ground_truth(folder: Path, labels: tuple[str, ...]) -> dict[str, object
         images.append({"id": i, "file_name": img.name, "width": w, "height": h})
         for line in txt.read_text().splitlines() if txt.is_file() else []:
             c, cx, cy, bw, bh = (float(v) for v in line.split()[:5])
-            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": int(c) + 1, "iscrowd": 0,
-                                "bbox": [(cx - bw / 2) * w, (cy - bh / 2) * h, bw * w, bh * h], "area": bw * w * bh * h})
-    return {"images": images, "annotations": annotations,
-            "categories": [{"id": i + 1, "name": n} for i, n in enumerate(labels)]}
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i,
+                    "category_id": int(c) + 1,
+                    "iscrowd": 0,
+                    "bbox": [(cx - bw / 2) * w, (cy - bh / 2) * h, bw * w, bh * h],
+                    "area": bw * w * bh * h,
+                }
+            )
+    return {"images": images, "annotations": annotations, "categories": [{"id": i + 1, "name": n} for i, n in enumerate(labels)]}
 
 
 def label_file(image: Path) -> Path:

@@ -27,8 +27,14 @@ class HeadReport:
     message: str
 
     def as_dict(self, float_head: bool) -> dict[str, object]:
-        return {"checked": self.checked, "mixed_ranges": self.mixed_ranges, "box_max": round(self.box_range, 4),
-                "score_max": round(self.score_range, 4), "head_kept_float": float_head, "note": self.message}
+        return {
+            "checked": self.checked,
+            "mixed_ranges": self.mixed_ranges,
+            "box_max": round(self.box_range, 4),
+            "score_max": round(self.score_range, 4),
+            "head_kept_float": float_head,
+            "note": self.message,
+        }
 
 
 def _yolo_rows(spec: object, outputs: list[tuple[TensorInfo, np.ndarray]]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -54,9 +60,12 @@ def inspect(spec: object, outputs: list[tuple[TensorInfo, np.ndarray]]) -> HeadR
     box_max = float(np.abs(boxes).max())
     score_max = float(np.abs(scores).max()) or 1e-6
     mixed = box_max / max(score_max, 1.0) > RATIO_LIMIT
-    msg = (f"boxes (up to {box_max:.3g}) and scores (up to {score_max:.3g}) share one output tensor: "
-           "a shared int8 scale would round the scores to 0" if mixed else
-           f"boxes (up to {box_max:.3g}) and scores share one tensor with compatible ranges")
+    msg = (
+        f"boxes (up to {box_max:.3g}) and scores (up to {score_max:.3g}) share one output tensor: "
+        "a shared int8 scale would round the scores to 0"
+        if mixed
+        else f"boxes (up to {box_max:.3g}) and scores share one tensor with compatible ranges"
+    )
     return HeadReport(True, mixed, box_max, score_max, msg)
 
 

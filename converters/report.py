@@ -28,8 +28,10 @@ class Report:
             m = d[key]
             maps = f"mAP50 {m['mAP50']:.4f}  mAP50-95 {m['mAP50_95']:.4f}  " if d["labelled"] else ""
             lines.append(f"  {key:9s} {maps}p50 {m['latency_p50_ms']:.2f} ms  {m['size_bytes'] / 1024:.0f} KiB")
-        lines.append(f"  detection agreement {d['agreement']:.3f}; outputs: " + ", ".join(
-            f"#{o['output']} max|d| {o['max_abs']:.3g} cos {o['cosine']:.5f}" for o in d["outputs"]))
+        lines.append(
+            f"  detection agreement {d['agreement']:.3f}; outputs: "
+            + ", ".join(f"#{o['output']} max|d| {o['max_abs']:.3g} cos {o['cosine']:.5f}" for o in d["outputs"])
+        )
         if d["labelled"]:
             lines.append(f"  mAP50-95 drop {d['map_drop_points']:+.2f} points")
         lines.append(f"  report: {self.folder / 'report.md'} (plots: {self.folder / 'report.html'})")
@@ -42,8 +44,10 @@ class Report:
             raise AccuracyGateError("--max-map-drop needs labels (COCO json or YOLO txt) in the --validate folder")
         drop = self.data["map_drop_points"]
         if drop > max_drop:
-            raise AccuracyGateError(f"mAP@0.5:0.95 dropped {drop:.2f} points (limit {max_drop}): "
-                                    f"{self.data['source']['mAP50_95']:.4f} -> {self.data['converted']['mAP50_95']:.4f}")
+            raise AccuracyGateError(
+                f"mAP@0.5:0.95 dropped {drop:.2f} points (limit {max_drop}): "
+                f"{self.data['source']['mAP50_95']:.4f} -> {self.data['converted']['mAP50_95']:.4f}"
+            )
 
 
 def validate_conversion(result: Any, folder: Path, out: Path, compare_with: tuple[Path, ...] = ()) -> Report:
@@ -69,10 +73,14 @@ def validate_conversion(result: Any, folder: Path, out: Path, compare_with: tupl
         src_run = ev.run_model(source, files, ids, op_score)
     with step(f"validating: converted model on {len(files)} images"):
         conv_run = ev.run_model(converted, files, ids, op_score)
-    data: dict[str, Any] = {"images": len(files), "labelled": gt is not None, "model": str(result.model_path),
-                            "quantization": (manifest.quantization or {}).get("mode", "int8"),
-                            "outputs": ev.output_errors(src_run.raw, conv_run.raw),
-                            "agreement": ev.agreement(src_run, conv_run)}
+    data: dict[str, Any] = {
+        "images": len(files),
+        "labelled": gt is not None,
+        "model": str(result.model_path),
+        "quantization": (manifest.quantization or {}).get("mode", "int8"),
+        "outputs": ev.output_errors(src_run.raw, conv_run.raw),
+        "agreement": ev.agreement(src_run, conv_run),
+    }
     curves = {}
     source_size = _size(result.source)
     for key, run, size in (("source", src_run, source_size), ("converted", conv_run, result.model_path.stat().st_size)):
@@ -119,19 +127,35 @@ def _markdown(data: dict[str, Any], plots: list[str]) -> str:
     rows = ["| model | mAP@0.5 | mAP@0.5:0.95 | invoke p50 (ms) | size (KiB) |", "|---|---|---|---|---|"]
     for key in ("source", "converted"):
         m = data[key]
-        rows.append(f"| {key} | {m.get('mAP50', float('nan')):.4f} | {m.get('mAP50_95', float('nan')):.4f} | "
-                    f"{m['latency_p50_ms']:.2f} | {m['size_bytes'] / 1024:.0f} |")
+        rows.append(
+            f"| {key} | {m.get('mAP50', float('nan')):.4f} | {m.get('mAP50_95', float('nan')):.4f} | "
+            f"{m['latency_p50_ms']:.2f} | {m['size_bytes'] / 1024:.0f} |"
+        )
     for name, m in data.get("others", {}).items():
-        rows.append(f"| {name} | {m.get('mAP50', float('nan')):.4f} | {m.get('mAP50_95', float('nan')):.4f} | "
-                    f"{m['latency_p50_ms']:.2f} | {m['size_bytes'] / 1024:.0f} |")
+        rows.append(
+            f"| {name} | {m.get('mAP50', float('nan')):.4f} | {m.get('mAP50_95', float('nan')):.4f} | "
+            f"{m['latency_p50_ms']:.2f} | {m['size_bytes'] / 1024:.0f} |"
+        )
     outs = ["| output | max abs error | cosine |", "|---|---|---|"] + [
-        f"| {o['output']} | {o['max_abs']:.4g} | {o['cosine']:.6f} |" for o in data["outputs"]]
-    text = [f"# Conversion report: {Path(data['model']).name} ({data['quantization']})", "",
-            f"{data['images']} images, {'COCO labels' if data['labelled'] else 'no labels (self-consistency only)'}.",
-            "Latency is this host's, not a Pi's.", "", *rows, "", *outs, "",
-            f"Detection agreement at the manifest's score threshold: {data['agreement']:.3f}", ""]
+        f"| {o['output']} | {o['max_abs']:.4g} | {o['cosine']:.6f} |" for o in data["outputs"]
+    ]
+    text = [
+        f"# Conversion report: {Path(data['model']).name} ({data['quantization']})",
+        "",
+        f"{data['images']} images, {'COCO labels' if data['labelled'] else 'no labels (self-consistency only)'}.",
+        "Latency is this host's, not a Pi's.",
+        "",
+        *rows,
+        "",
+        *outs,
+        "",
+        f"Detection agreement at the manifest's score threshold: {data['agreement']:.3f}",
+        "",
+    ]
     if data["labelled"]:
-        text += [f"mAP@0.5:0.95 drop: {data['map_drop_points']:+.2f} points; mAP@0.5 drop: "
-                 f"{data['map50_drop_points']:+.2f} points", ""]
+        text += [
+            f"mAP@0.5:0.95 drop: {data['map_drop_points']:+.2f} points; mAP@0.5 drop: {data['map50_drop_points']:+.2f} points",
+            "",
+        ]
     text += [f"![{p}]({p})" for p in plots]
     return "\n".join(text) + "\n"

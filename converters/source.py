@@ -33,8 +33,13 @@ class SourceModel:
 
 def load_source(model: str, kind: InputKind, input_size: tuple[int, int] | None, weights: Path | None) -> SourceModel:
     name = Path(model.split(":")[-1]).stem if kind is InputKind.torch_factory else Path(model).stem
-    if kind in (InputKind.torch_factory, InputKind.torch_pickle, InputKind.torchscript, InputKind.exported_program,
-                InputKind.ultralytics_pt):
+    if kind in (
+        InputKind.torch_factory,
+        InputKind.torch_pickle,
+        InputKind.torchscript,
+        InputKind.exported_program,
+        InputKind.ultralytics_pt,
+    ):
         from converters.torch_path import load_torch_model, torch_forward
 
         net = load_torch_model(model, kind, weights)
@@ -99,17 +104,25 @@ def _onnx_source(model: str, name: str, input_size: tuple[int, int] | None) -> S
     h, w = (dims[2], dims[3]) if nchw else (dims[1], dims[2])
     if input_size is not None:
         if (w is not None and w != input_size[0]) or (h is not None and h != input_size[1]):
-            raise OptionError(f"--input-size {input_size[0]}x{input_size[1]} contradicts {model}, whose input is fixed at "
-                              f"{w}x{h} (shape {shape}): omit --input-size, or re-export the model at that size or with "
-                              "dynamic axes")
+            raise OptionError(
+                f"--input-size {input_size[0]}x{input_size[1]} contradicts {model}, whose input is fixed at "
+                f"{w}x{h} (shape {shape}): omit --input-size, or re-export the model at that size or with "
+                "dynamic axes"
+            )
         w, h = input_size
     if w is None or h is None:
         raise OptionError(f"{model} has a dynamic input size {shape}: pass --input-size WxH")
     channels = shape[1] if nchw else shape[3]
     in_shape = (1, channels, h, w) if nchw else (1, h, w, channels)
     input_name = inputs[0].name
-    return SourceModel(InputKind.onnx, name, Layout.NCHW if nchw else Layout.NHWC, in_shape,
-                       lambda x: list(sess.run(None, {input_name: x})), model)
+    return SourceModel(
+        InputKind.onnx,
+        name,
+        Layout.NCHW if nchw else Layout.NHWC,
+        in_shape,
+        lambda x: list(sess.run(None, {input_name: x})),
+        model,
+    )
 
 
 def _tf_source(model: str, kind: InputKind, name: str, input_size: tuple[int, int] | None) -> SourceModel:

@@ -21,8 +21,10 @@ from converters.source import SourceModel
 from converters.toolchain import require
 
 #: what to try when the ONNX route cannot convert a model
-ONNX_ALTERNATIVE = ("other route: convert the model's PyTorch source instead (an Ultralytics .pt, TorchScript, or "
-                    "'module:callable'; litert-torch, no TensorFlow), or quantize the ONNX itself with quantize-onnx")
+ONNX_ALTERNATIVE = (
+    "other route: convert the model's PyTorch source instead (an Ultralytics .pt, TorchScript, or "
+    "'module:callable'; litert-torch, no TensorFlow), or quantize the ONNX itself with quantize-onnx"
+)
 #: what to try when the TF Lite converter cannot convert a Keras/SavedModel
 TF_ALTERNATIVE = "other route: export the model to ONNX (tf2onnx) and convert the .onnx (onnx2tf), or use quantize-onnx"
 
@@ -35,9 +37,11 @@ def export_keras_fp32(source: SourceModel, path: Path) -> None:
     if source.kind is InputKind.keras:
         converter = tf.lite.TFLiteConverter.from_keras_model(source.handle)
     else:
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(Path(str(source.handle)))) if isinstance(
-            source.handle, str | Path) else tf.lite.TFLiteConverter.from_concrete_functions(
-            [source.handle.signatures["serving_default"]], source.handle)
+        converter = (
+            tf.lite.TFLiteConverter.from_saved_model(str(Path(str(source.handle))))
+            if isinstance(source.handle, str | Path)
+            else tf.lite.TFLiteConverter.from_concrete_functions([source.handle.signatures["serving_default"]], source.handle)
+        )
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex ops: the Pi runtime lacks them
     try:
         with quiet():
@@ -48,9 +52,11 @@ def export_keras_fp32(source: SourceModel, path: Path) -> None:
 
 def _tf_error(exc: Exception) -> Exception:
     text = str(exc)
-    match = re.search(r"'(tf\.[A-Za-z0-9_]+)' op is neither a custom op nor a flex op", text) or re.search(
-        r"failed to legalize operation '([^']+)'", text) or re.search(
-        r"op[s]? [`'\"]?([A-Za-z0-9_.]+)[`'\"]? (?:is|are) not supported", text)
+    match = (
+        re.search(r"'(tf\.[A-Za-z0-9_]+)' op is neither a custom op nor a flex op", text)
+        or re.search(r"failed to legalize operation '([^']+)'", text)
+        or re.search(r"op[s]? [`'\"]?([A-Za-z0-9_.]+)[`'\"]? (?:is|are) not supported", text)
+    )
     if match:
         detail = f"the TF Lite converter has no builtin kernel for it ({text[:400]}); {TF_ALTERNATIVE}"
         return UnsupportedOpError(match.group(1), detail)
@@ -79,15 +85,21 @@ def export_onnx_fp32(onnx_path: Path, path: Path, input_shape: tuple[int, ...]) 
         os.chdir(tmp)
         try:
             with quiet():
-                onnx2tf.convert(input_onnx_file_path=str(source), output_folder_path=str(Path(tmp) / "out"),
-                                non_verbose=True, copy_onnx_input_output_names_to_tflite=True,
-                                output_signaturedefs=True)  # the quantizer calibrates per signature
+                onnx2tf.convert(
+                    input_onnx_file_path=str(source),
+                    output_folder_path=str(Path(tmp) / "out"),
+                    non_verbose=True,
+                    copy_onnx_input_output_names_to_tflite=True,
+                    output_signaturedefs=True,
+                )  # the quantizer calibrates per signature
         except SystemExit as exc:  # onnx2tf calls sys.exit on conversion errors
-            raise ModelLoadError(f"onnx2tf failed to convert {onnx_path.name} (exit {exc.code}); see the log above.\n"
-                                 f"{ONNX_ALTERNATIVE}") from None
+            raise ModelLoadError(
+                f"onnx2tf failed to convert {onnx_path.name} (exit {exc.code}); see the log above.\n{ONNX_ALTERNATIVE}"
+            ) from None
         except Exception as exc:  # noqa: BLE001 - onnx2tf raises whatever TF raises
-            raise ModelLoadError(f"onnx2tf failed on {onnx_path.name}: {type(exc).__name__}: {str(exc)[:600]}\n"
-                                 f"{ONNX_ALTERNATIVE}") from None
+            raise ModelLoadError(
+                f"onnx2tf failed on {onnx_path.name}: {type(exc).__name__}: {str(exc)[:600]}\n{ONNX_ALTERNATIVE}"
+            ) from None
         finally:
             os.chdir(cwd)
         produced = sorted((Path(tmp) / "out").glob("*_float32.tflite"))
@@ -142,6 +154,8 @@ def _check_onnx_ops(onnx_path: Path) -> tuple[str, bool]:
     known = {p.stem for loc in spec.submodule_search_locations for p in Path(loc).glob("*.py")}
     for node in proto.graph.node:
         if node.domain not in ("", "ai.onnx") or node.op_type not in known:
-            raise UnsupportedOpError(f"{node.domain + '.' if node.domain else ''}{node.op_type}",
-                                     f"onnx2tf has no converter for it (node {node.name!r}); {ONNX_ALTERNATIVE}")
+            raise UnsupportedOpError(
+                f"{node.domain + '.' if node.domain else ''}{node.op_type}",
+                f"onnx2tf has no converter for it (node {node.name!r}); {ONNX_ALTERNATIVE}",
+            )
     return graph_input.name, dynamic

@@ -20,8 +20,15 @@ from converters.toolchain import require
 MODES = ("fp32", "fp16", "dynamic", "int8")
 
 
-def quantize(fp32_path: Path, out_path: Path, mode: str, calibration: np.ndarray | None, io_type: str,
-             float_head: bool, input_range: tuple[float, float] | None) -> dict[str, object]:
+def quantize(
+    fp32_path: Path,
+    out_path: Path,
+    mode: str,
+    calibration: np.ndarray | None,
+    io_type: str,
+    float_head: bool,
+    input_range: tuple[float, float] | None,
+) -> dict[str, object]:
     """Write ``out_path``; return the quantization parameters recorded in the manifest.
 
     ``calibration`` holds float inputs in the TFLite input layout (int8 only). ``float_head`` keeps the
@@ -43,23 +50,35 @@ def quantize(fp32_path: Path, out_path: Path, mode: str, calibration: np.ndarray
     if mode == "fp16":
         q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
         q.update_quantization_recipe(
-            regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+            regex=".*",
+            operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
             op_config=qtyping.OpQuantizationConfig(
                 weight_tensor_config=qtyping.TensorQuantizationConfig(num_bits=16, dtype=qtyping.TensorDataType.FLOAT),
-                compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True),
-            algorithm_key=algorithm_manager.AlgorithmName.FLOAT_CASTING)
+                compute_precision=qtyping.ComputePrecision.FLOAT,
+                explicit_dequantize=True,
+            ),
+            algorithm_key=algorithm_manager.AlgorithmName.FLOAT_CASTING,
+        )
         with quiet():
             result = q.quantize(enable_progress_report=False)
         out_path.write_bytes(bytes(result.quantized_model))
-        return {"mode": "fp16", "method": f"ai-edge-quantizer {_version(aeq)} float casting",
-                "weights": "float16 (dequantized to float32 at load)", "activations": "float32"}
+        return {
+            "mode": "fp16",
+            "method": f"ai-edge-quantizer {_version(aeq)} float casting",
+            "weights": "float16 (dequantized to float32 at load)",
+            "activations": "float32",
+        }
     if mode == "dynamic":
         q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
         with quiet():
             result = q.quantize(enable_progress_report=False)
         out_path.write_bytes(bytes(result.quantized_model))
-        return {"mode": "dynamic", "method": f"ai-edge-quantizer {_version(aeq)} dynamic_wi8_afp32",
-                "weights": "int8 symmetric per-channel", "activations": "float32 (int8 computed on the fly)"}
+        return {
+            "mode": "dynamic",
+            "method": f"ai-edge-quantizer {_version(aeq)} dynamic_wi8_afp32",
+            "weights": "int8 symmetric per-channel",
+            "activations": "float32 (int8 computed on the fly)",
+        }
     if mode != "int8":
         raise OptionError(f"--quantize {mode!r}: choose one of {', '.join(MODES)}")
     if calibration is None or len(calibration) == 0:
@@ -69,12 +88,14 @@ def quantize(fp32_path: Path, out_path: Path, mode: str, calibration: np.ndarray
     if head_names:
         # the quantizer matches an op's "scope": its output tensor names joined and ended with ";"
         regex = "^(?:" + "|".join(re.escape(n) for n in head_names) + ");"
-        q.update_quantization_recipe(regex=regex, operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
-                                     algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
+        q.update_quantization_recipe(
+            regex=regex,
+            operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+            algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE,
+        )
     if io_type == "float32":  # keep the graph I/O float: quantize after the input, dequantize before outputs
         for op in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
-            q.update_quantization_recipe(regex=".*", operation_name=op,
-                                         algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
+            q.update_quantization_recipe(regex=".*", operation_name=op, algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
     input_name = graph.signature_input_name(fp32_path)
     samples = [{input_name: x[None].astype(np.float32)} for x in calibration]
     with quiet():
@@ -90,11 +111,17 @@ def quantize(fp32_path: Path, out_path: Path, mode: str, calibration: np.ndarray
     if io_type == "uint8":
         model = graph.with_uint8_input(model)
     out_path.write_bytes(model)
-    return {"mode": "int8", "method": f"ai-edge-quantizer {_version(aeq)} static PTQ", "recipe": "static_wi8_ai8",
-            "weights": "int8 symmetric per-channel", "activations": "int8 asymmetric per-tensor (min/max)",
-            "calibration_images": len(calibration), "input_type": io_type,
-            "float_ops": (head_names and f"detection head kept in float ({len(head_names)} tensors)") or "none",
-            "output_type": graph.output_type(model)}
+    return {
+        "mode": "int8",
+        "method": f"ai-edge-quantizer {_version(aeq)} static PTQ",
+        "recipe": "static_wi8_ai8",
+        "weights": "int8 symmetric per-channel",
+        "activations": "int8 asymmetric per-tensor (min/max)",
+        "calibration_images": len(calibration),
+        "input_type": io_type,
+        "float_ops": (head_names and f"detection head kept in float ({len(head_names)} tensors)") or "none",
+        "output_type": graph.output_type(model),
+    }
 
 
 def _version(module: object) -> str:

@@ -21,8 +21,22 @@ TOOLCHAIN = {
     "matplotlib": ("matplotlib", "convert"),
 }
 
-VERSIONED = ["edge-agent", "torch", "litert-torch", "litert-converter", "ai-edge-quantizer", "ai-edge-litert",
-             "tensorflow-cpu", "tensorflow", "tf-keras", "onnx2tf", "onnx", "onnxscript", "onnxruntime", "numpy"]
+VERSIONED = [
+    "edge-agent",
+    "torch",
+    "litert-torch",
+    "litert-converter",
+    "ai-edge-quantizer",
+    "ai-edge-litert",
+    "tensorflow-cpu",
+    "tensorflow",
+    "tf-keras",
+    "onnx2tf",
+    "onnx",
+    "onnxscript",
+    "onnxruntime",
+    "numpy",
+]
 
 
 def require(module: str, extra: str | None = None, why: str = "") -> ModuleType:

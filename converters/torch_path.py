@@ -22,8 +22,10 @@ from converters.toolchain import require
 
 PARITY_TOLERANCE = 1e-4  # float32 export vs torch, max abs on the check images
 #: what to try when litert-torch cannot lower a model
-TORCH_ALTERNATIVE = ("other route: export the model to ONNX (torch.onnx.export, or Ultralytics' format=onnx) and "
-                     "convert the .onnx (onnx2tf), or quantize that ONNX with quantize-onnx")
+TORCH_ALTERNATIVE = (
+    "other route: export the model to ONNX (torch.onnx.export, or Ultralytics' format=onnx) and "
+    "convert the .onnx (onnx2tf), or quantize that ONNX with quantize-onnx"
+)
 
 
 def load_torch_model(model: str, kind: InputKind, weights: Path | None = None) -> Any:
@@ -127,8 +129,7 @@ def _conversion_error(exc: Exception) -> Exception:
     return ModelLoadError(f"litert-torch could not convert the model: {text[:800]}\n{TORCH_ALTERNATIVE}")
 
 
-def check_parity(reference: Any, tflite_path: Path, inputs: np.ndarray, nhwc: bool,
-                 tolerance: float = PARITY_TOLERANCE) -> float:
+def check_parity(reference: Any, tflite_path: Path, inputs: np.ndarray, nhwc: bool, tolerance: float = PARITY_TOLERANCE) -> float:
     """Max abs difference of the float TFLite against the source on ``inputs`` (NCHW); ParityError past tolerance."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -148,6 +149,8 @@ def check_parity(reference: Any, tflite_path: Path, inputs: np.ndarray, nhwc: bo
         for g, e in zip(got, expected, strict=True):
             worst = max(worst, float(np.abs(g.reshape(e.shape) - e).max()))
     if worst > tolerance:
-        raise ParityError(f"{tflite_path.name}: outputs differ from the source model by up to {worst:.3g} "
-                          f"(tolerance {tolerance}); the converter produced a wrong graph or wrong weights")
+        raise ParityError(
+            f"{tflite_path.name}: outputs differ from the source model by up to {worst:.3g} "
+            f"(tolerance {tolerance}); the converter produced a wrong graph or wrong weights"
+        )
     return worst

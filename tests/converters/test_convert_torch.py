@@ -63,8 +63,9 @@ def test_int8_io_types(io_type, torch_python, conversions, calibration_dir):
     assert tensor.dtype == np.dtype(io_type)
     if io_type == "int8":  # pixels/255 in 0..1 quantized onto -128..127
         assert tensor.scale == pytest.approx(1 / 255, rel=0.01) and tensor.zero_point == -128
-    uint8 = load_detector(conversions.get("torch-int8", torch_python, demo_args("int8", calibration_dir, "--io-type", "uint8"))
-                          / "model.tflite")
+    uint8 = load_detector(
+        conversions.get("torch-int8", torch_python, demo_args("int8", calibration_dir, "--io-type", "uint8")) / "model.tflite"
+    )
     for name in ("scene_00.jpg", "scene_05.jpg", "scene_11.jpg"):
         frame = cv2.imread(str(SELFTEST / name))
         got, ref = det.detect(frame), uint8.detect(frame)
@@ -82,8 +83,10 @@ def test_int8_head_guard_recorded(torch_python, conversions, calibration_dir):
 
 def test_torchscript(torch_python, tmp_path, conversions, calibration_dir):
     scripted = tmp_path / "demo.pt"
-    code = ("import sys, torch; sys.path.insert(0, '.'); from tests.converters.demo_factory import build; "
-            f"m = build(); torch.jit.save(torch.jit.trace(m, torch.rand(1, 3, 192, 192)), {str(scripted)!r})")
+    code = (
+        "import sys, torch; sys.path.insert(0, '.'); from tests.converters.demo_factory import build; "
+        f"m = build(); torch.jit.save(torch.jit.trace(m, torch.rand(1, 3, 192, 192)), {str(scripted)!r})"
+    )
     ok(run(torch_python, code, tool="code"))
     out = tmp_path / "ts"
     args = demo_args("fp32", calibration_dir, "--input-size", "192")
@@ -97,8 +100,10 @@ def test_torchscript(torch_python, tmp_path, conversions, calibration_dir):
 def test_exported_program(torch_python, tmp_path, calibration_dir):
     """An ExportedProgram (.pt2, torch.export.save): no module attributes survive, so --input-size is given."""
     saved = tmp_path / "demo.pt2"
-    code = ("import sys, torch; sys.path.insert(0, '.'); from tests.converters.demo_factory import build; "
-            f"torch.export.save(torch.export.export(build(), (torch.rand(1, 3, 192, 192),)), {str(saved)!r})")
+    code = (
+        "import sys, torch; sys.path.insert(0, '.'); from tests.converters.demo_factory import build; "
+        f"torch.export.save(torch.export.export(build(), (torch.rand(1, 3, 192, 192),)), {str(saved)!r})"
+    )
     ok(run(torch_python, code, tool="code"))
     out = tmp_path / "ep"
     args = demo_args("fp32", calibration_dir, "--input-size", "192")
@@ -113,8 +118,10 @@ def test_exported_program(torch_python, tmp_path, calibration_dir):
 def test_pickled_module(torch_python, tmp_path, calibration_dir):
     """A whole pickled module (torch.save(model)); its class must be importable, here from scripts/."""
     saved = tmp_path / "demo_pickled.pt"
-    code = ("import sys, torch; sys.path.insert(0, '.'); from tests.converters.demo_factory import build; "
-            f"torch.save(build(), {str(saved)!r})")
+    code = (
+        "import sys, torch; sys.path.insert(0, '.'); from tests.converters.demo_factory import build; "
+        f"torch.save(build(), {str(saved)!r})"
+    )
     ok(run(torch_python, code, tool="code"))
     out = tmp_path / "pickled"
     args = demo_args("int8", calibration_dir, "--io-type", "uint8")
@@ -137,8 +144,7 @@ def test_report_files(torch_python, conversions, calibration_dir):
 def test_max_map_drop_gate_fails(torch_python, tmp_path, calibration_dir):
     """A gate tighter than the measured drop exits 3 (the files are still written)."""
     out = tmp_path / "gate"
-    proc = run(torch_python, *demo_args("int8", calibration_dir, "--io-type", "uint8", "--max-map-drop", "-100"),
-               "-o", str(out))
+    proc = run(torch_python, *demo_args("int8", calibration_dir, "--io-type", "uint8", "--max-map-drop", "-100"), "-o", str(out))
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert "dropped" in proc.stderr and (out / "model.tflite").is_file()
 
@@ -150,11 +156,10 @@ def test_factory_missing_toolchain_names_extra(tmp_path):
     pytest.importorskip("ai_edge_litert")
     try:
         import torch  # noqa: F401
+
         pytest.skip("this interpreter has torch; the check needs one without it")
     except ImportError:
         pass
     proc = run(sys.executable, FACTORY, "--input-size", "192", "-o", str(tmp_path / "x"))
     assert proc.returncode == 2
     assert "edge-agent[convert-torch]" in proc.stderr
-
-
