@@ -5,7 +5,8 @@
 Layout of ``--out``: ``images/``, ``<variant>/yolov5n.onnx`` + ``<variant>/reference.json`` for ``onnx`` and
 ``onnx-dynamic``, ``build.json``. Random weights get structure as in build_formats.py (BatchNorm statistics on the
 probe scenes, objectness and class biases shifted), and the threshold is chosen so that a few candidates per image
-clear it. Boxes are taken from ``scale_boxes`` unrounded (``detect.py`` rounds them to whole pixels for drawing).
+clear it. Boxes go back to the frame through the geometry its letterbox really applied (``to_frame``), unrounded
+(``detect.py`` rounds them to whole pixels for drawing).
 """
 
 from __future__ import annotations
@@ -31,14 +32,36 @@ IOU, MAX_DET = 0.45, 100
 ABOVE_THRESHOLD_SHARE = 0.004  # of all candidates over the probe scenes, scored above the chosen threshold
 
 
-def letterboxed(path: Path) -> tuple[np.ndarray, torch.Tensor]:
-    """The frame and yolov5's own input for it (``LoadImages`` with ``auto=False``, as for an ONNX model)."""
+def letterboxed(path: Path) -> tuple[np.ndarray, torch.Tensor, tuple[int, int, int, int]]:
+    """The frame, yolov5's own input for it (``LoadImages`` with ``auto=False``, as for an ONNX model), and where
+    its letterbox put the frame: ``(left, top, new_w, new_h)`` in input pixels, the borders it really added."""
     from yolov5.utils.augmentations import letterbox
 
     frame = cv2.imread(str(path))
-    image = letterbox(frame, IMGSZ, stride=32, auto=False)[0]
+    image, (gain, _), (dw, dh) = letterbox(frame, IMGSZ, stride=32, auto=False)
+    height, width = frame.shape[:2]
+    placed = (round(dw - 0.1), round(dh - 0.1), round(width * gain), round(height * gain))  # as its copyMakeBorder/resize
     image = np.ascontiguousarray(image.transpose((2, 0, 1))[::-1])  # HWC BGR -> CHW RGB
-    return frame, torch.from_numpy(image).float()[None] / 255
+    return frame, torch.from_numpy(image).float()[None] / 255, placed
+
+
+def to_frame(boxes: torch.Tensor, frame: np.ndarray, placed: tuple[int, int, int, int]) -> torch.Tensor:
+    """Input-pixel boxes -> frame pixels through the geometry letterbox applied (then yolov5's ``clip_boxes``).
+
+    ``detect.py``'s ``scale_boxes`` instead guesses the border as ``(320 - 251 * gain) / 2`` = 39.4 px where
+    letterbox added 39, and divides both axes by one gain where the rounded resize scaled them apart: up to half a
+    pixel off on odd frame sizes. Ultralytics' current ``scale_boxes`` maps exactly this way (per-axis gain,
+    rounded border); build.json records how far the package's own mapping lies from it.
+    """
+    from yolov5.utils.general import clip_boxes
+
+    left, top, new_w, new_h = placed
+    height, width = frame.shape[:2]
+    out = boxes.clone()
+    out[:, [0, 2]] = (out[:, [0, 2]] - left) * (width / new_w)
+    out[:, [1, 3]] = (out[:, [1, 3]] - top) * (height / new_h)
+    clip_boxes(out, frame.shape)
+    return out
 
 
 def give_structure(model: Any, batch: torch.Tensor) -> float:
@@ -96,22 +119,25 @@ def export(model: Any, out: Path, dynamic: bool) -> Path:
     return Path(made)
 
 
-def reference(path: Path, images: list[Path], threshold: float, root: Path) -> dict[str, Any]:
+def reference(path: Path, images: list[Path], threshold: float, root: Path) -> tuple[dict[str, Any], float]:
+    """yolov5's own answers on ``images``, and the largest gap (px) between its own ``scale_boxes`` and ``to_frame``."""
     from yolov5.models.common import DetectMultiBackend
     from yolov5.utils.general import non_max_suppression, scale_boxes
 
     backend = DetectMultiBackend(str(path), device=torch.device("cpu"))
-    answers = {}
+    answers, gap = {}, 0.0
     for image in images:
-        frame, tensor = letterboxed(image)
+        frame, tensor, placed = letterboxed(image)
         det = non_max_suppression(backend(tensor), threshold, IOU, max_det=MAX_DET)[0]
-        det[:, :4] = scale_boxes(tensor.shape[2:], det[:, :4], frame.shape)
+        own = scale_boxes(tensor.shape[2:], det[:, :4].clone(), frame.shape)
+        det[:, :4] = to_frame(det[:, :4], frame, placed)
+        gap = max(gap, float((own - det[:, :4]).abs().max()) if len(det) else 0.0)
         answers[image.relative_to(root).as_posix()] = {
             "detections": [
                 {"box": [float(v) for v in row[:4]], "class_id": int(row[5]), "score": float(row[4])} for row in det.tolist()
             ]
         }
-    return {"threshold": threshold, "iou": IOU, "max_det": MAX_DET, "imgsz": IMGSZ, "images": answers}
+    return {"threshold": threshold, "iou": IOU, "max_det": MAX_DET, "imgsz": IMGSZ, "images": answers}, gap
 
 
 def main() -> None:
@@ -139,7 +165,7 @@ def main() -> None:
         try:
             path = export(model, out, dynamic)
             entry["file"] = str(path.relative_to(out))
-            answer = reference(path, images, threshold, out)
+            answer, entry["scale_boxes_gap_px"] = reference(path, images, threshold, out)
             (path.parent / "reference.json").write_text(json.dumps(answer, indent=1))
             entry["boxes"] = sum(len(v["detections"]) for v in answer["images"].values())
         except Exception as exc:  # noqa: BLE001 - reported in build.json; the test names it
