@@ -124,7 +124,7 @@ def format_validation_error(
     problems: list[tuple[str, str]] = []
     from_env = 0
     for err in exc.errors(include_url=False, include_context=False):
-        parts, model = _walk(err["loc"], root)
+        parts, _ = _walk(err["loc"], root)
         if err["type"] == "union_tag_not_found":
             known = ", ".join(SINKS.keys() if parts and parts[0] == _SINKS_FIELD else SOURCES.keys())
             parts = [*parts, "type"]
@@ -133,9 +133,8 @@ def format_validation_error(
             parts = [*parts, "type"]
             text = _message(err)
         else:
-            parent = model if err["type"] == "extra_forbidden" else None
-            if parent is None and err["type"] == "extra_forbidden":
-                parent = _walk(err["loc"][:-1], root)[1]
+            # an unknown key: the model that holds it lists what is allowed there
+            parent = _walk(err["loc"][:-1], root)[1] if err["type"] == "extra_forbidden" else None
             shown = "" if err["type"] == "missing" else f" (got {show_value(err.get('input'))})"
             text = f"{_message(err)}{shown}{_allowed(err, str(parts[-1]) if parts else '', parent)}"
         variable = _env_source(parts, overrides)
