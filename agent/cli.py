@@ -117,7 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         detector = _open_detector(cfg)
     source = build_source(cfg.source)
     if cfg.source.type != "synthetic":
-        _say_if_demo(model_path if updater is not None else _configured_model_path(cfg), detector)
+        _say_if_demo(detector)
     sinks = [build_sink(s) for s in cfg.sinks]
     context = AgentContext.from_config(cfg, _config_path(args.config))  # device id, state dir, config file
     for sink in sinks:
@@ -171,11 +171,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _say_if_demo(model_path: Path, detector: Any) -> None:
+def _say_if_demo(detector: Any) -> None:
     """Once, before the first result: the demo model on real images reports confident nonsense."""
     from agent.demo import demo_notice, is_demo_model
 
-    if is_demo_model(model_path):
+    if is_demo_model(Path(detector.backend.model_path)):  # the file that loaded (OTA may have fallen back to it)
         log.warning(demo_notice(list(detector.manifest.labels)))
 
 
@@ -266,7 +266,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if args.model:
         cfg.model.path = Path(args.model)
     detector = _open_detector(cfg)
-    _say_if_demo(_configured_model_path(cfg), detector)
+    _say_if_demo(detector)
     try:
         return detect_images(detector, [Path(p) for p in args.images], Path(args.save_annotated) if args.save_annotated else None)
     finally:
