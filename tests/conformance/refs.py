@@ -17,10 +17,13 @@ reference.json layout (frame pixel coordinates)::
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import hashlib
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +59,7 @@ def ref_python(name: str) -> str:
     return str(path)
 
 
+@functools.cache
 def _venv_key(python: str) -> str:
     frozen = subprocess.run([python, "-m", "pip", "freeze", "--all"], capture_output=True, text=True, check=True).stdout
     # Not edge-agent itself: the converter venv's copy is a wheel whose hash changes with every code edit, while
@@ -83,9 +87,20 @@ def build_fixture(name: str, python: str, builder: Path, *args: str, inputs: Seq
     for item in inputs:
         files.extend(sorted(p for p in item.rglob("*") if p.is_file()) if item.is_dir() else [item])
     key = hashlib.sha256((_files_key(files) + _venv_key(python) + " ".join(args)).encode()).hexdigest()[:16]
-    out = CACHE / "fixtures" / f"{name}-{key}"
-    if (out / ".complete").is_file():
-        return out
+    root = CACHE / "fixtures"
+    root.mkdir(parents=True, exist_ok=True)
+    out = root / f"{name}-{key}"
+    # one builder per fixture at a time, across test processes (a second waits, then reuses the result)
+    with (root / f".{name}-{key}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / ".complete").is_file():
+            _build(out, python, builder, args, timeout)
+    os.utime(out)  # last use: stale siblings are pruned by age, not by key, so two live variants never thrash
+    _prune(root, name)
+    return out
+
+
+def _build(out: Path, python: str, builder: Path, args: Sequence[str], timeout: float) -> None:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     env = {**os.environ, **OFFLINE, "PYTHONPATH": str(REPO)}
@@ -95,7 +110,18 @@ def build_fixture(name: str, python: str, builder: Path, *args: str, inputs: Seq
         raise AssertionError(f"fixture builder {builder.name} failed (exit {proc.returncode})\n"
                              f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-6000:]}")
     (out / ".complete").write_text(proc.stdout[-2000:])
-    return out
+
+
+STALE_AFTER_S = 3 * 24 * 3600
+
+
+def _prune(root: Path, name: str) -> None:
+    """Drop builds of ``name`` unused for STALE_AFTER_S (older keys of a changed builder or toolchain)."""
+    now = time.time()
+    for old in root.glob(f"{name}-*"):
+        suffix = old.name[len(name) + 1 :]
+        if len(suffix) == 16 and old.is_dir() and now - old.stat().st_mtime > STALE_AFTER_S:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
