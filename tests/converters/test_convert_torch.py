@@ -136,9 +136,19 @@ def test_pickled_module(torch_python, tmp_path, calibration_dir):
 
 def test_report_files(torch_python, conversions, calibration_dir):
     out = conversions.get("torch-fp32", torch_python, demo_args("fp32", calibration_dir))
-    for name in ("report.md", "report.json", "latency.png", "pr_curve.png"):
+    for name in (
+        "report.md",
+        "report.json",
+        "report.html",
+        "latency.png",
+        "pr_curves.png",
+        "confusion_matrix.png",
+        "score_scatter.png",
+    ):
         assert (out / name).is_file(), name
     assert "mAP@0.5:0.95" in (out / "report.md").read_text()
+    page = (out / "report.html").read_text()
+    assert all(f'src="{png}"' in page for png in ("latency.png", "pr_curves.png", "confusion_matrix.png")), page[-800:]
 
 
 def test_max_map_drop_gate_fails(torch_python, tmp_path, calibration_dir):
