@@ -28,6 +28,9 @@ class Report:
             m = d[key]
             maps = f"mAP50 {m['mAP50']:.4f}  mAP50-95 {m['mAP50_95']:.4f}  " if d["labelled"] else ""
             lines.append(f"  {key:9s} {maps}p50 {m['latency_p50_ms']:.2f} ms  {m['size_bytes'] / 1024:.0f} KiB")
+        for name, m in d.get("others", {}).items():
+            maps = f"mAP50 {m['mAP50']:.4f}  mAP50-95 {m['mAP50_95']:.4f}  " if d["labelled"] else ""
+            lines.append(f"  {name} {maps}p50 {m['latency_p50_ms']:.2f} ms  {m['size_bytes'] / 1024:.0f} KiB")
         lines.append(
             f"  detection agreement {d['agreement']:.3f}; outputs: "
             + ", ".join(f"#{o['output']} max|d| {o['max_abs']:.3g} cos {o['cosine']:.5f}" for o in d["outputs"])
