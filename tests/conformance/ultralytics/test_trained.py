@@ -10,10 +10,12 @@ metric (faster-coco-eval, printed for the record) scores the very same detection
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -139,13 +141,15 @@ def coco_metric(split: Path, found: dict[str, list[list[float]]]) -> dict[str, f
     return {"map50_95": float(evaluator.stats[0]), "map50": float(evaluator.stats[1])}
 
 
-def _maps(variant: str, tmp_path: Path) -> tuple[dict[str, float], dict[str, Any], str]:
+@functools.cache  # both mAP tests of a variant share one run over the held-out scenes
+def _maps(variant: str) -> tuple[dict[str, float], dict[str, Any], str]:
     """The agent's mAP (val's scoring), the fixture's val.json entry for the same file, and a line for the record."""
     fixture, path, _ = _variant(variant)
     scores = json.loads((fixture / "val.json").read_text())
     theirs = scores["files"][str(path.relative_to(fixture))]
     found = agent_detections(path, fixture / "heldout", scores["settings"])
-    ours = ultralytics_metric(fixture / "heldout", found, tmp_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = ultralytics_metric(fixture / "heldout", found, Path(tmp))
     note = (
         f"trained yolov8n {variant}: agent {ours}; Ultralytics predict {theirs['predict']}; Ultralytics val "
         f"{ {k: theirs[k] for k in ('map50_95', 'map50')} }; agent by faster-coco-eval {coco_metric(fixture / 'heldout', found)}"
@@ -164,14 +168,14 @@ def _assert_close(ours: dict[str, float], theirs: dict[str, float], what: str, n
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_trained_map_equals_ultralytics_predict(variant: str, tmp_path: Path) -> None:
+def test_trained_map_equals_ultralytics_predict(variant: str) -> None:
     """Like for like: Ultralytics predict's detections at val's thresholds, both scored by val's own metric."""
-    ours, theirs, note = _maps(variant, tmp_path)
+    ours, theirs, note = _maps(variant)
     _assert_close(ours, theirs["predict"], "Ultralytics predict", note)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_trained_map_equals_ultralytics_val(variant: str, tmp_path: Path) -> None:
+def test_trained_map_equals_ultralytics_val(variant: str) -> None:
     """The issue's bound against ``val`` itself (whose NMS also keeps extra classes per box: multi_label=True)."""
-    ours, theirs, note = _maps(variant, tmp_path)
+    ours, theirs, note = _maps(variant)
     _assert_close(ours, theirs, "Ultralytics val", note)
