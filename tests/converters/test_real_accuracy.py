@@ -199,3 +199,38 @@ def test_bench_compare(trained: Path, int8: tuple[Path, dict], tmp_path: Path) -
     # the same frames scored the same way: the converted model within the item-4 bound of the original
     assert 100 * (rows["agent + original"]["mAP50"] - rows["agent + converted"]["mAP50"]) <= MAX_MAP50_DROP, rows
     print(json.dumps(result, indent=1))  # pytest -s shows the measured table (the README's numbers)
+
+
+@pytest.fixture(scope="module")
+def int8_from_onnx(trained: Path, calibration: Path, tf_python: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The ONNX route on the same model: Ultralytics' static ONNX export -> onnx2tf -> int8."""
+    out = tmp_path_factory.mktemp("trained-onnx-int8")
+    source = trained / json.loads((trained / "build.json").read_text())["variants"]["onnx"]["file"]
+    ok(
+        run(
+            tf_python,
+            str(source),
+            "-o",
+            str(out),
+            "--quantize",
+            "int8",
+            "--io-type",
+            "uint8",
+            "--calibration",
+            str(calibration),
+            "--validate",
+            str(trained / "heldout" / "images" / "test"),
+            "--score-threshold",
+            "0.25",
+            timeout=3000,
+        )
+    )
+    return report(out)
+
+
+def test_onnx_route_int8_within_bounds_of_ultralytics_val(trained: Path, int8_from_onnx: dict) -> None:
+    val = _val(trained)
+    ours = int8_from_onnx["converted"]
+    summary = f"Ultralytics val of best.pt {val}; our int8 via onnx2tf {ours}"
+    assert 100 * (val["map50"] - ours["mAP50"]) <= MAX_MAP50_DROP, summary
+    assert 100 * (val["map50_95"] - ours["mAP50_95"]) <= MAX_MAP_DROP, summary
