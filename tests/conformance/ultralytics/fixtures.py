@@ -58,7 +58,7 @@ def trained_fixture() -> Path:
         "ultralytics-trained-yolov8n",
         ref_python("ultralytics"),
         HERE / "build_trained.py",
-        inputs=(*SHARED_INPUTS, HERE / "build_formats.py", TRAINED_WEIGHTS),
+        inputs=(*SHARED_INPUTS, HERE / "build_formats.py", HERE / "score_ultralytics.py", TRAINED_WEIGHTS),
     )
 
 
