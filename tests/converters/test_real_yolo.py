@@ -98,3 +98,29 @@ def test_ultralytics_torchscript(torch_python: str, tmp_path_factory: pytest.Tem
     assert manifest["input"]["width"] == IMGSZ and len(manifest["labels"]) == 80
     reference = json.loads((fixture / "reference_torchscript.json").read_text())
     assert agent_matches_reference(tflite, fixture, reference, "yolov8n.torchscript -> tflite") >= 10
+
+
+FAKE_CLASSIFY_CHECKPOINT = """
+import sys, types, torch
+# a checkpoint shaped like Ultralytics' (classes pickled by module path), made without the ultralytics package
+for name in ("ultralytics", "ultralytics.nn", "ultralytics.nn.tasks", "ultralytics.nn.modules", "ultralytics.nn.modules.head"):
+    sys.modules[name] = types.ModuleType(name)
+Classify = type("Classify", (torch.nn.Module,), {"__module__": "ultralytics.nn.modules.head"})
+ClassificationModel = type("ClassificationModel", (torch.nn.Module,), {"__module__": "ultralytics.nn.tasks"})
+sys.modules["ultralytics.nn.modules.head"].Classify = Classify
+sys.modules["ultralytics.nn.tasks"].ClassificationModel = ClassificationModel
+model = ClassificationModel()
+model.model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), Classify())
+model.task = "classify"
+torch.save({"model": model, "train_args": {"imgsz": 224}}, sys.argv[1])
+"""
+
+
+def test_unsupported_ultralytics_head_names_block_and_route(torch_python: str, tmp_path: Path) -> None:
+    """A classify checkpoint is recognised as Ultralytics', refused with exit 2, naming its head and the ONNX route."""
+    model = tmp_path / "cls.pt"
+    ok(run(torch_python, FAKE_CLASSIFY_CHECKPOINT, str(model), tool="code"))
+    proc = run(torch_python, str(model), "-o", str(tmp_path / "out"))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "ultralytics.Classify" in proc.stderr and "format=onnx" in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "out" / "model.tflite").exists()
