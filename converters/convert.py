@@ -107,7 +107,9 @@ def convert_to_tflite(opts: ConvertOptions) -> ConvertResult:
     labels = opts.labels or source.labels or _default_labels(outputs)
     decoder = opts.decoder or _guess_decoder(fp32, outputs, len(labels))
     guard = head_guard.inspect(decoder, outputs)
-    float_head = opts.quantize == "int8" and not opts.quantize_head
+    float_head = opts.quantize == "int8" and (not opts.quantize_head or ssd)
+    if opts.quantize == "int8" and opts.quantize_head and ssd:  # its outputs are float by the op's contract
+        print(f"note: --quantize-head ignored: {SSD_POSTPROCESS} and the head feeding it stay float")
     if opts.quantize == "int8" and opts.quantize_head and guard.mixed_ranges:
         print(f"warning: {guard.message}; --quantize-head keeps it int8 anyway: expect lost detections")
 

@@ -206,3 +206,33 @@ def test_ssd_savedmodel_int8(tf_python, tmp_path_factory, calibration_dir):
     theirs, _ = _recall(tf_int8, reference["models"]["float"]["images"])
     assert total >= 20, f"only {total} float boxes to compare"
     assert ours >= theirs - 0.05 * total, f"our int8 keeps {ours} of {total} float boxes, TF's own int8 {theirs}"
+
+
+def test_ssd_quantize_head_keeps_the_postprocess_outputs_float(tf_python, tmp_path, calibration_dir):
+    """--quantize-head cannot quantize the op's outputs (float by its contract): the agent still decodes the model."""
+    fixture = _ssd_fixture()
+    labels = tmp_path / "labels.txt"
+    labels.write_text("circle\nsquare\ntriangle\ncross\n")
+    proc = ok(
+        run(
+            tf_python,
+            str(fixture / "saved_model"),
+            "-o",
+            str(tmp_path / "out"),
+            "--labels",
+            str(labels),
+            "--quantize",
+            "int8",
+            "--quantize-head",
+            "--calibration",
+            str(calibration_dir),
+            "--mean",
+            "127.5,127.5,127.5",
+            "--std",
+            "127.5,127.5,127.5",
+        )
+    )
+    assert "--quantize-head ignored" in proc.stdout + proc.stderr
+    reference = json.loads((fixture / "reference.json").read_text())
+    found = _ssd_detections(tmp_path / "out" / "model.tflite", fixture, reference["threshold"])
+    assert sum(len(v) for v in found.values()) > 0
