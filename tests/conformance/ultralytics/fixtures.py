@@ -8,6 +8,8 @@
 (a labelled YOLO split of unseen scenes, ``data.yaml``), ``val.json`` (Ultralytics ``val`` of each file on it)
 and ``best.pt`` (a copy of the weights).
 
+``rtdetr_fixture()`` -> RT-DETR-L exported to ONNX (``onnx``, ``onnx-dynamic``) with its predictor's answers.
+
 ``yolov5_fixture()`` -> the classic anchor-based YOLOv5n exported and answered by the ``yolov5`` package
 (variants ``onnx`` and ``onnx-dynamic``).
 
@@ -59,6 +61,16 @@ def trained_fixture() -> Path:
         ref_python("ultralytics"),
         HERE / "build_trained.py",
         inputs=(*SHARED_INPUTS, HERE / "build_formats.py", HERE / "score_ultralytics.py", TRAINED_WEIGHTS),
+    )
+
+
+def rtdetr_fixture() -> Path:
+    """RT-DETR-L (random weights) exported to ONNX static and dynamic, with ``RTDETR(file).predict`` answers."""
+    return build_fixture(
+        "ultralytics-rtdetr-l",
+        ref_python("ultralytics"),
+        HERE / "build_rtdetr.py",
+        inputs=(*SHARED_INPUTS, HERE / "build_formats.py"),
     )
 
 
