@@ -53,11 +53,40 @@ def walk_parsers(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argpars
                 stack.extend((sub.prog, sub) for sub in action.choices.values())
 
 
+class _ToolVersion(argparse.Action):
+    """``--version`` prints the tool's version and exits; given a value, it is refused naming ``--model-version``.
+
+    The converters and ``edge-registry publish`` once took ``--version V`` for the model's version: a script that
+    still passes one must fail loudly, not exit 0 having printed a version and done nothing.
+    """
+
+    def __init__(self, option_strings: list[str], dest: str, version: str, **kwargs: object) -> None:
+        super().__init__(
+            option_strings,
+            dest=argparse.SUPPRESS,
+            default=argparse.SUPPRESS,
+            nargs="?",
+            metavar="",
+            help="print the version and exit",
+        )
+        self.version = version
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object, option_string: str | None = None
+    ) -> None:
+        if values is not None:
+            parser.error(
+                f"--version takes no value (it prints the tool's version); the model's version is --model-version {values}"
+            )
+        sys.stdout.write(self.version + "\n")
+        parser.exit()
+
+
 def add_version_everywhere(parser: argparse.ArgumentParser, version: str) -> None:
-    """``--version`` on the root and every subcommand that does not use the name for something else."""
+    """``--version`` on the root and every subcommand (``edge-agent run --version``)."""
     for _, current in walk_parsers(parser):
         if "--version" not in current._option_string_actions:
-            current.add_argument("--version", action="version", version=version, help="print the version and exit")
+            current.add_argument("--version", action=_ToolVersion, version=version)
 
 
 def arguments_without_help(parser: argparse.ArgumentParser) -> list[str]:

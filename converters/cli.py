@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agent import __version__
+from agent.cli_conventions import add_version_everywhere
+
 if TYPE_CHECKING:
     from agent.manifest import DecoderSpec
     from agent.model_metadata import ModelMetadata
@@ -83,7 +86,7 @@ def convert_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--weights", type=Path, help="state dict for a 'module:callable' factory")
     p.add_argument("--name", help="model name in the manifest (default: the source file stem)")
-    p.add_argument("--version", default="1.0.0", help="model version in the manifest")
+    p.add_argument("--model-version", dest="version", default="1.0.0", help="model version in the manifest")
     p.add_argument("--mean", type=_floats, help="per-channel mean in pixel units (default: the source's metadata, else 0)")
     p.add_argument("--std", type=_floats, help="per-channel std in pixel units (default: the source's metadata, else 255)")
     p.add_argument("--score-threshold", type=float, default=0.5, help="the manifest's score threshold (default 0.5)")
@@ -102,6 +105,7 @@ def convert_parser() -> argparse.ArgumentParser:
         metavar="MODEL",
         help="with --validate: also report this model (e.g. Ultralytics' own int8 .tflite) on the same images",
     )
+    add_version_everywhere(p, f"{p.prog} {__version__}")
     return p
 
 
@@ -248,11 +252,12 @@ def quantize_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--labels", type=Path, help="labels file (default: the source's model.json or metadata)")
     p.add_argument("--name", help="model name in the manifest (default: the source file stem)")
-    p.add_argument("--version", default="1.0.0", help="model version in the manifest")
+    p.add_argument("--model-version", dest="version", default="1.0.0", help="model version in the manifest")
     p.add_argument("--mean", type=_floats, help="per-channel mean in pixel units (default: metadata, else 0)")
     p.add_argument("--std", type=_floats, help="per-channel std in pixel units (default: metadata, else 255)")
     p.add_argument("--validate", type=Path, help="folder of images (+ COCO json or YOLO txt labels): write a report")
     p.add_argument("--max-map-drop", type=float, help="with --validate: exit 3 when mAP@0.5:0.95 drops more (points)")
+    add_version_everywhere(p, f"{p.prog} {__version__}")
     return p
 
 

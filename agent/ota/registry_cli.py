@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rollout", type=_percent, default=100.0, metavar="PERCENT", help="share of devices, by bucket (100)")
     p.add_argument("--min-agent-version", default="0", metavar="V", help="devices with an older edge-agent skip it (0)")
     p.add_argument("--name", help="model name (default: the manifest's)")
-    p.add_argument("--version", help="model version (default: the manifest's)")
+    p.add_argument("--model-version", dest="version", help="model version (default: the manifest's)")
     p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("promote", parents=[common, notify], help="change a version's channel or rollout")
@@ -389,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="bind address (127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (8000)")
     p.set_defaults(func=cmd_serve)
-    add_version_everywhere(parser, f"edge-registry {__version__}")  # publish keeps --version for the model's version
+    add_version_everywhere(parser, f"edge-registry {__version__}")
     return parser
 
 

@@ -103,7 +103,7 @@ def test_publish_rejects_bad_input_with_exit_code_2(reg: Registry, tmp_path: Pat
     broken.write_text('{"name": "x"')
     assert main([*base, str(model), "--manifest", str(broken)]) == 2
     assert "broken.json" in capsys.readouterr().err
-    assert main([*base, str(model), "--manifest", str(manifest), "--version", "v2"]) == 2
+    assert main([*base, str(model), "--manifest", str(manifest), "--model-version", "v2"]) == 2
     assert "'v2'" in capsys.readouterr().err
     assert main([*base, str(model), "--manifest", str(manifest), "--rollout", "150"]) == 2
     assert main([*base, str(model), "--manifest", str(manifest), "--channel", "beta"]) == 2

@@ -63,7 +63,7 @@ def test_notify_drives_an_update_reported_over_mqtt(tmp_path: Path, capsys: pyte
             model, manifest = demo_files()
             t0 = time.monotonic()
             code = registry_main(
-                ["--registry", str(registry.dir), "publish", str(model), "--manifest", str(manifest), "--version", "1.1.0",
+                ["--registry", str(registry.dir), "publish", str(model), "--manifest", str(manifest), "--model-version", "1.1.0",
                  "--notify", "--broker", "127.0.0.1:1883", "--fleet-topic", fleet_topic]
             )  # fmt: skip
             assert code == 0
