@@ -299,6 +299,12 @@ def describe_bare(
     ):
         spec = spec.model_copy(update={"boxes_normalized": True})  # type: ignore[attr-defined]
         sources["decoder"] += f"; boxes 0..1 (family convention: {family.name} TFLite export)"
+    if named and metadata.extra.get("head") == "RTDETRDecoder" and decoder_type == "end2end":
+        # Ultralytics RT-DETR: top-300 queries as cx, cy, w, h in 0..1, the frame stretched to the input (no letterbox)
+        spec = spec.model_copy(update={"boxes_normalized": True, "box_format": "cxcywh"})  # type: ignore[attr-defined]
+        sources["decoder"] += "; cx, cy, w, h in 0..1 (model metadata: head RTDETRDecoder)"
+        resize = ResizeMode.stretch
+        sources["input.resize"] = "family convention: ultralytics RT-DETR (frame stretched to the input)"
     num_classes = _class_count(spec, outputs)
     if metadata.labels is not None:
         labels, sources["labels"] = tuple(metadata.labels), _meta_source(metadata, "labels")

@@ -120,10 +120,13 @@ class YoloV8Decoder(_Strict):
 
 
 class End2EndDecoder(_Strict):
-    """NMS inside the graph: ``[1, N, 6]`` rows of x1, y1, x2, y2, score, class."""
+    """NMS inside the graph: ``[1, N, 6]`` rows of x1, y1, x2, y2 (or cx, cy, w, h), score, class."""
 
     type: Literal["end2end"] = "end2end"
     boxes_normalized: bool = Field(False, description="Boxes in 0..1 of the input instead of input pixels.")
+    box_format: Literal["xyxy", "cxcywh"] = Field(
+        "xyxy", description="Corners (YOLOv10/YOLO26, nms=True exports) or centre and size (RT-DETR)."
+    )
 
 
 class ClassifierDecoder(_Strict):

@@ -314,7 +314,7 @@ def _read_onnx(data: mmap.mmap, fields: _Fields) -> None:
 
 # --- Ultralytics-style key/value metadata (ONNX metadata_props, TFLite metadata.json) ---------------
 
-_PLAIN_KEYS = ("description", "author", "version", "license", "date", "docs", "batch", "end2end", "channels", "kpt_shape")
+_PLAIN_KEYS = ("description", "author", "version", "license", "date", "docs", "batch", "end2end", "channels", "kpt_shape", "head")
 
 
 def _literal(value: Any) -> Any:

@@ -1,5 +1,7 @@
 """End-to-end detectors with NMS inside the graph: ``[1, N, 6]`` rows of x1, y1, x2, y2, score, class.
 
+RT-DETR exports write cx, cy, w, h instead (``box_format: cxcywh``); they are turned into corners here.
+
 YOLOv10, YOLO-NAS, RT-DETR-style and ``nms=True`` exports pad the N rows; padding rows carry a
 score <= 0 or a class < 0 and are dropped. No NMS here, only the threshold and the cap.
 """
@@ -42,6 +44,7 @@ class End2End(Decoder):
         normalized = getattr(spec, "boxes_normalized", False)
         w, h = (1.0, 1.0) if normalized else (float(self.input_width), float(self.input_height))
         self._box_scale = np.array([1.0 / w, 1.0 / h, 1.0 / w, 1.0 / h], dtype=np.float32)
+        self._centre_size = getattr(spec, "box_format", "xyxy") == "cxcywh"
 
     def set_thresholds(self, thresholds: Thresholds) -> None:
         super().set_thresholds(thresholds)
@@ -57,7 +60,11 @@ class End2End(Decoder):
         valid = class_ids >= 0
         if not valid.all():
             rows, class_ids = rows[valid], class_ids[valid]
-        boxes = clip_unit(rows[:, :4] * self._box_scale)
+        boxes = rows[:, :4] * self._box_scale
+        if self._centre_size:  # survivors only: cx, cy, w, h -> x1, y1, x2, y2
+            half = boxes[:, 2:] * 0.5
+            boxes = np.concatenate((boxes[:, :2] - half, boxes[:, :2] + half), axis=1)
+        boxes = clip_unit(boxes)
         return top_by_score(boxes, rows[:, 4], class_ids, self.thresholds.max_detections)
 
     @classmethod

@@ -2,10 +2,8 @@
 score and class, fed a frame stretched (not letterboxed) to the square input.
 
 Oracle: Ultralytics' RT-DETR predictor on the very file (random weights given structure, build_rtdetr.py), with
-tests/conformance/refs.py's bounds. A bare load today guesses the ``end2end`` layout (x1, y1, x2, y2 in input
-pixels) and letterboxes, so the agent's boxes are wrong: the comparison is an expected failure until the loader
-tells an RT-DETR export (ONNX metadata ``head``/``description``) from a YOLO end-to-end head, and turns into a
-failure (so the expectation gets removed) the day the agent answers as the reference does. A broken fixture fails.
+tests/conformance/refs.py's bounds. The bare loader tells an RT-DETR export from a YOLO end-to-end head by its
+ONNX metadata (``head: RTDETRDecoder``): centre/size boxes in 0..1, the frame stretched to the input.
 """
 
 from __future__ import annotations
@@ -26,8 +24,4 @@ def test_rtdetr_export_matches_predict(variant: str) -> None:
         pytest.fail(str(exc))
     boxes = sum(len(v["detections"]) for v in reference["images"].values())
     assert boxes >= 10, f"rtdetr {variant}: the reference has only {boxes} boxes, too few to prove anything"
-    try:
-        agent_matches_reference(path, fixture, reference, f"rtdetr-l {variant}")
-    except AssertionError as exc:  # only the comparison is expected to fail: a broken fixture fails above
-        pytest.xfail(f"no decoder for RT-DETR's normalized cx,cy,w,h rows and stretch resize yet: {str(exc)[:300]}")
-    pytest.fail("the agent now answers as RT-DETR's predictor: drop the xfail here and count RT-DETR as supported")
+    agent_matches_reference(path, fixture, reference, f"rtdetr-l {variant}")
