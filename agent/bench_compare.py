@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from agent.cli_conventions import add_json_options
+from agent.ground_truth import label_file, yolo_ground_truth
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 MAP_SCORE, MAP_IOU, MAP_MAX_DET = 0.001, 0.7, 300  # Ultralytics val's settings: the mAP pass ranks everything
@@ -63,27 +64,9 @@ def ground_truth(folder: Path, files: list[Path], frames: list[np.ndarray], labe
     coco = _coco_json(folder, files)
     if coco is not None:
         return coco
-    if not any(_label_file(f).is_file() for f in files):
+    if not any(label_file(f).is_file() for f in files):
         return None
-    images: list[dict[str, Any]] = []
-    annotations: list[dict[str, Any]] = []
-    for i, (path, frame) in enumerate(zip(files, frames, strict=True), 1):
-        h, w = frame.shape[:2]
-        images.append({"id": i, "file_name": path.name, "width": w, "height": h})
-        txt = _label_file(path)
-        for line in txt.read_text().splitlines() if txt.is_file() else []:
-            c, cx, cy, bw, bh = (float(v) for v in line.split()[:5])
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": i,
-                    "category_id": int(c) + 1,
-                    "iscrowd": 0,
-                    "bbox": [(cx - bw / 2) * w, (cy - bh / 2) * h, bw * w, bh * h],
-                    "area": bw * w * bh * h,
-                }
-            )
-    return {"images": images, "annotations": annotations, "categories": [{"id": i + 1, "name": n} for i, n in enumerate(labels)]}
+    return yolo_ground_truth([(path, frame.shape[1], frame.shape[0]) for path, frame in zip(files, frames, strict=True)], labels)
 
 
 def _coco_json(folder: Path, files: list[Path]) -> dict[str, Any] | None:
@@ -112,16 +95,6 @@ def _coco_json(folder: Path, files: list[Path]) -> dict[str, Any] | None:
             "categories": [{"id": i + 1, "name": c["name"]} for i, c in enumerate(categories)],
         }
     return None
-
-
-def _label_file(image: Path) -> Path:
-    """YOLO labels beside the image, or in Ultralytics' layout (the last ``images/`` folder -> ``labels/``)."""
-    beside = image.with_suffix(".txt")
-    parts = image.parts
-    if beside.is_file() or "images" not in parts[:-1]:
-        return beside
-    cut = len(parts) - 2 - parts[:-1][::-1].index("images")
-    return Path(*parts[:cut], "labels", *parts[cut + 1 : -1], image.stem + ".txt")
 
 
 def coco_map(gt: dict[str, Any] | None, detections: list[dict[str, Any]]) -> tuple[float | None, float | None]:

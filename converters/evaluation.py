@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.detector import Detector
+from agent.ground_truth import label_file, yolo_ground_truth
 from agent.manifest import ModelManifest, Thresholds
 from converters.backends import SourceBackend, source_input_spec
 from converters.calibration import image_files, read_bgr
@@ -34,36 +35,10 @@ def load_ground_truth(folder: Path, labels: tuple[str, ...]) -> dict[str, object
         if isinstance(data, dict) and "annotations" in data and "images" in data:
             return data
     files = image_files(folder, "validation")
-    txts = [label_file(f) for f in files]
-    if not any(t.is_file() for t in txts):
+    if not any(label_file(f).is_file() for f in files):
         return None
-    images, annotations = [], []
-    for i, (img, txt) in enumerate(zip(files, txts, strict=True), 1):
-        h, w = read_bgr(img).shape[:2]
-        images.append({"id": i, "file_name": img.name, "width": w, "height": h})
-        for line in txt.read_text().splitlines() if txt.is_file() else []:
-            c, cx, cy, bw, bh = (float(v) for v in line.split()[:5])
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": i,
-                    "category_id": int(c) + 1,
-                    "iscrowd": 0,
-                    "bbox": [(cx - bw / 2) * w, (cy - bh / 2) * h, bw * w, bh * h],
-                    "area": bw * w * bh * h,
-                }
-            )
-    return {"images": images, "annotations": annotations, "categories": [{"id": i + 1, "name": n} for i, n in enumerate(labels)]}
-
-
-def label_file(image: Path) -> Path:
-    """The YOLO label file of ``image``: beside it, or in Ultralytics' layout (``images/`` -> ``labels/``)."""
-    beside = image.with_suffix(".txt")
-    parts = image.parts
-    if beside.is_file() or "images" not in parts[:-1]:
-        return beside
-    cut = len(parts) - 1 - parts[:-1][::-1].index("images") - 1  # the last "images" folder on the path
-    return Path(*parts[:cut], "labels", *parts[cut + 1 : -1], image.stem + ".txt")
+    sizes = [read_bgr(img).shape[:2] for img in files]
+    return yolo_ground_truth([(img, w, h) for img, (h, w) in zip(files, sizes, strict=True)], labels)
 
 
 def source_detector(source: SourceModel, manifest: ModelManifest, output_shapes: list[tuple[int, ...]]) -> Detector:

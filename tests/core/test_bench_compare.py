@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.bench_compare import _label_file, bench_compare, ground_truth
+from agent.bench_compare import bench_compare, ground_truth
+from agent.ground_truth import label_file
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "models" / "demo"
@@ -50,7 +51,7 @@ def test_ultralytics_layout_labels(tmp_path: Path) -> None:
     frame = np.zeros((100, 200, 3), np.uint8)
     cv2.imwrite(str(images / "a.png"), frame)
     (labels / "a.txt").write_text("1 0.5 0.5 0.5 0.2\n")
-    assert _label_file(images / "a.png") == labels / "a.txt"
+    assert label_file(images / "a.png") == labels / "a.txt"
     gt = ground_truth(images, [images / "a.png"], [frame], ("x", "y"))
     assert gt is not None and gt["annotations"][0]["category_id"] == 2
     assert gt["annotations"][0]["bbox"] == pytest.approx([50.0, 40.0, 100.0, 20.0])
